@@ -45,6 +45,8 @@ export interface ConfigSource {
   load(): Promise<AgentConfig>;
   /** Watches for changes and reports each reload attempt until stop(). */
   start(onReload: (reload: ConfigReload) => void): Promise<void>;
+  /** Re-reads now and reports the attempt, changed or not (SIGHUP). */
+  reload(): Promise<void>;
   stop(): Promise<void>;
 }
 

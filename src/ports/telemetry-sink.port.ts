@@ -19,6 +19,8 @@ export interface TelemetrySink {
   proxyTurnedAway(deployment: string, ip: string): void;
   proxyPulled(key: string): void;
   requestRejected(reason: RejectionReason): void;
+  /** A configuration load or reload attempt (the first load included). */
+  configReloaded(success: boolean): void;
 }
 
 export const TelemetrySink = Symbol.for("leakagent.TelemetrySink");

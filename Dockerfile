@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# Build:            docker build -t leakagent .
+# With a bundle:    docker build --target bundle --build-arg BUNDLE_DIR=./bundle -t leakagent_bundle .
+#                   (BUNDLE_DIR holds e.g. <version>/leaksignal.wasm; it is served under /proxy/ from /bundle)
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json buf.yaml buf.gen.yaml tsconfig.json ./
+COPY proto ./proto
+COPY src ./src
+RUN npm ci && npm prune --omit=dev
+
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build --chown=root:root /app/package.json ./
+COPY --from=build --chown=root:root /app/node_modules ./node_modules
+COPY --from=build --chown=root:root /app/dist ./dist
+USER node
+EXPOSE 8121 9176
+ENTRYPOINT ["node", "dist/app/main.js"]
+
+FROM runtime AS bundle
+ARG BUNDLE_DIR=bundle
+COPY --chown=root:root ${BUNDLE_DIR} /bundle
+ENV LS_BUNDLE_DIR=/bundle
+
+# The plain image is the default target.
+FROM runtime

@@ -1,0 +1,299 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
+import type { CategoryMatchCount, TransactionLabels, TransactionObservation } from "../../domain/telemetry/transaction";
+import type { RejectionReason, TelemetrySink } from "../../ports/telemetry-sink.port";
+
+/** The agent's version; src/adapters/prometheus and dist/adapters/prometheus both sit three levels below package.json. */
+const AGENT_VERSION: string = (() => {
+  try {
+    const manifest = JSON.parse(readFileSync(join(__dirname, "..", "..", "..", "package.json"), "utf8")) as {
+      version?: unknown;
+    };
+    return typeof manifest.version === "string" ? manifest.version : "unknown";
+  } catch {
+    return "unknown";
+  }
+})();
+
+/** Milliseconds, 0.1 ms .. 60 s: matchers take well under a millisecond, slow uploads take seconds. */
+export const TIME_BUCKETS_MS = [
+  0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000,
+] as const;
+
+/** Bytes, 0 .. 64 MiB in powers of four; `le="0"` counts the bodiless transactions. */
+export const SIZE_BUCKETS_BYTES = [
+  0, 64, 256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864,
+] as const;
+
+/** Matches of one category in one context of one transaction, 1 .. 1000. */
+export const MATCH_COUNT_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] as const;
+
+/** The labels of every leaksignal_* metric, in the documented order. */
+const TRANSACTION_LABELS = [
+  "deployment",
+  "policy_path",
+  "local_service",
+  "peer_service",
+  "is_outbound",
+  "ip",
+  "token",
+] as const;
+
+type Child = Counter.Internal;
+type HistogramChild = Histogram.Internal<string>;
+
+/** The children of one transaction label combination, so the hot path never builds label objects. */
+interface TransactionSeries {
+  readonly values: readonly string[];
+  readonly matchTime: HistogramChild;
+  readonly requestTime: HistogramChild;
+  readonly responseTime: HistogramChild;
+  readonly requestSize: HistogramChild;
+  readonly responseSize: HistogramChild;
+  readonly status: Map<string, Child>;
+  /** leaksignal_match_count children by category, one map per context. */
+  readonly requestBodyMatches: Map<string, HistogramChild>;
+  readonly requestHeaderMatches: Map<string, HistogramChild>;
+  readonly responseBodyMatches: Map<string, HistogramChild>;
+  readonly responseHeaderMatches: Map<string, HistogramChild>;
+}
+
+/**
+ * The TelemetrySink that exposes everything as Prometheus metrics on the given registry, under the
+ * names and labels of LeakSignal's Metrics.md so existing dashboards keep working.
+ */
+export class PrometheusTelemetry implements TelemetrySink {
+  private readonly matchInbound: Counter<string>;
+  private readonly proxyPull: Counter<string>;
+  private readonly turnaway: Counter<string>;
+  private readonly updateInit: Counter<string>;
+  private readonly updateSend: Counter<string>;
+  private readonly waiting: Gauge<string>;
+  private readonly rejected: Counter<string>;
+  private readonly configReloads: Counter<string>;
+  private readonly configLastReloadSuccessful: Gauge<string>;
+  private readonly configLastReloadSuccess: Gauge<string>;
+  private readonly statusCode: Counter<string>;
+  private readonly matchTime: Histogram<string>;
+  private readonly requestTime: Histogram<string>;
+  private readonly responseTime: Histogram<string>;
+  private readonly requestSize: Histogram<string>;
+  private readonly responseSize: Histogram<string>;
+  private readonly matchCount: Histogram<string>;
+
+  private readonly series = new Map<string, TransactionSeries>();
+  private readonly inboundByDeployment = new Map<string, Child>();
+  private readonly waitingByDeployment = new Map<string, Gauge.Internal<string>>();
+  private readonly rejectedByReason = new Map<RejectionReason, Child>();
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    // LeakSignal's own counters carry no _total suffix; dashboards query these exact names.
+    const legacyCounter = (name: string, help: string, labelNames: readonly string[]) =>
+      new Counter({ name, help, labelNames, registers });
+    const histogram = (name: string, help: string, buckets: readonly number[], extraLabels: readonly string[] = []) =>
+      new Histogram({
+        name,
+        help,
+        labelNames: [...TRANSACTION_LABELS, ...extraLabels],
+        buckets: [...buckets],
+        registers,
+      });
+
+    this.matchInbound = legacyCounter("leakagent_match_inbound", "Transaction reports received.", ["deployment"]);
+    this.proxyPull = legacyCounter("leakagent_proxy_pull", "Proxy module downloads served.", ["key"]);
+    this.turnaway = legacyCounter(
+      "leakagent_policy_update_turnaway",
+      "Policy streams refused for an unknown deployment or api key.",
+      ["deployment", "ip"],
+    );
+    this.updateInit = legacyCounter("leakagent_policy_update_init", "Policy streams opened.", [
+      "deployment",
+      "ip",
+      "policy",
+    ]);
+    this.updateSend = legacyCounter("leakagent_policy_update_send", "Policies sent to proxies.", [
+      "deployment",
+      "policy",
+    ]);
+    this.waiting = new Gauge({
+      name: "leakagent_policy_update_waiting",
+      help: "Open policy streams, i.e. connected proxies.",
+      labelNames: ["deployment"],
+      registers,
+    });
+    this.rejected = new Counter({
+      name: "leakagent_rejected_total",
+      help: "Requests the agent refused, by reason.",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.configReloads = new Counter({
+      name: "leakagent_config_reload_total",
+      help: "Configuration load attempts, by result (success or failure).",
+      labelNames: ["result"],
+      registers,
+    });
+    this.configLastReloadSuccessful = new Gauge({
+      name: "leakagent_config_last_reload_successful",
+      help: "1 if the last configuration load attempt succeeded, 0 if the agent runs on an older configuration.",
+      registers,
+    });
+    this.configLastReloadSuccess = new Gauge({
+      name: "leakagent_config_last_reload_success_timestamp_seconds",
+      help: "Unix time of the last successful configuration load.",
+      registers,
+    });
+    new Gauge({
+      name: "leakagent_build_info",
+      help: "Always 1; labelled with the agent and Node.js versions.",
+      labelNames: ["version", "node_version"],
+      registers,
+    }).set({ version: AGENT_VERSION, node_version: process.versions.node }, 1);
+    collectDefaultMetrics({ register: registry });
+
+    this.statusCode = legacyCounter("leaksignal_status_code", "Responses by HTTP status code.", [
+      ...TRANSACTION_LABELS,
+      "status",
+    ]);
+    this.matchTime = histogram("leaksignal_match_time_ms", "Time spent in all matchers, in ms.", TIME_BUCKETS_MS);
+    this.requestTime = histogram(
+      "leaksignal_request_time_ms",
+      "First request header to end of request body, in ms.",
+      TIME_BUCKETS_MS,
+    );
+    this.responseTime = histogram(
+      "leaksignal_response_time_ms",
+      "End of request body to end of response body, in ms.",
+      TIME_BUCKETS_MS,
+    );
+    this.requestSize = histogram("leaksignal_request_size_bytes", "Request body size in bytes.", SIZE_BUCKETS_BYTES);
+    this.responseSize = histogram("leaksignal_response_size_bytes", "Response body size in bytes.", SIZE_BUCKETS_BYTES);
+    this.matchCount = histogram(
+      "leaksignal_match_count",
+      "Matches of one category in one context of a transaction.",
+      MATCH_COUNT_BUCKETS,
+      ["in_response", "in_header", "category"],
+    );
+  }
+
+  transactionObserved(observation: TransactionObservation): void {
+    const { labels } = observation;
+    let inbound = this.inboundByDeployment.get(labels.deployment);
+    if (inbound === undefined) {
+      inbound = this.matchInbound.labels(labels.deployment);
+      this.inboundByDeployment.set(labels.deployment, inbound);
+    }
+    inbound.inc();
+
+    // Envoy refuses NUL in header values (where ip and token come from), so NUL keeps the key unambiguous.
+    const key = `${labels.deployment}\0${labels.policyPath}\0${labels.localService}\0${labels.peerService}\0${labels.isOutbound}\0${labels.ip}\0${labels.token}`;
+    let series = this.series.get(key);
+    if (series === undefined) {
+      series = this.createSeries(labels);
+      this.series.set(key, series);
+    }
+
+    if (observation.status !== undefined) {
+      let status = series.status.get(observation.status);
+      if (status === undefined) {
+        status = this.statusCode.labels(...series.values, observation.status);
+        series.status.set(observation.status, status);
+      }
+      status.inc();
+    }
+    if (observation.matchTimeMs !== undefined) series.matchTime.observe(observation.matchTimeMs);
+    if (observation.requestTimeMs !== undefined) series.requestTime.observe(observation.requestTimeMs);
+    if (observation.responseTimeMs !== undefined) series.responseTime.observe(observation.responseTimeMs);
+    series.requestSize.observe(observation.requestSizeBytes);
+    series.responseSize.observe(observation.responseSizeBytes);
+    for (const match of observation.matchCounts) this.matchCountChild(series, match).observe(match.count);
+  }
+
+  policyStreamOpened(deployment: string, ip: string, policyId: string): void {
+    this.updateInit.labels(deployment, ip, policyId).inc();
+  }
+
+  policyStreamsWaiting(deployment: string, count: number): void {
+    let waiting = this.waitingByDeployment.get(deployment);
+    if (waiting === undefined) {
+      waiting = this.waiting.labels(deployment);
+      this.waitingByDeployment.set(deployment, waiting);
+    }
+    waiting.set(count);
+  }
+
+  policySent(deployment: string, policyId: string): void {
+    this.updateSend.labels(deployment, policyId).inc();
+  }
+
+  proxyTurnedAway(deployment: string, ip: string): void {
+    this.turnaway.labels(deployment, ip).inc();
+  }
+
+  proxyPulled(key: string): void {
+    this.proxyPull.labels(key).inc();
+  }
+
+  requestRejected(reason: RejectionReason): void {
+    let rejected = this.rejectedByReason.get(reason);
+    if (rejected === undefined) {
+      rejected = this.rejected.labels(reason);
+      this.rejectedByReason.set(reason, rejected);
+    }
+    rejected.inc();
+  }
+
+  configReloaded(success: boolean): void {
+    this.configReloads.labels(success ? "success" : "failure").inc();
+    this.configLastReloadSuccessful.set(success ? 1 : 0);
+    if (success) this.configLastReloadSuccess.set(Date.now() / 1000);
+  }
+
+  private createSeries(labels: TransactionLabels): TransactionSeries {
+    const values = [
+      labels.deployment,
+      labels.policyPath,
+      labels.localService,
+      labels.peerService,
+      labels.isOutbound,
+      labels.ip,
+      labels.token,
+    ];
+    return {
+      values,
+      matchTime: this.matchTime.labels(...values),
+      requestTime: this.requestTime.labels(...values),
+      responseTime: this.responseTime.labels(...values),
+      requestSize: this.requestSize.labels(...values),
+      responseSize: this.responseSize.labels(...values),
+      status: new Map(),
+      requestBodyMatches: new Map(),
+      requestHeaderMatches: new Map(),
+      responseBodyMatches: new Map(),
+      responseHeaderMatches: new Map(),
+    };
+  }
+
+  private matchCountChild(series: TransactionSeries, match: CategoryMatchCount): HistogramChild {
+    const byCategory = match.inResponse
+      ? match.inHeader
+        ? series.responseHeaderMatches
+        : series.responseBodyMatches
+      : match.inHeader
+        ? series.requestHeaderMatches
+        : series.requestBodyMatches;
+    let child = byCategory.get(match.category);
+    if (child === undefined) {
+      child = this.matchCount.labels(
+        ...series.values,
+        match.inResponse ? "true" : "false",
+        match.inHeader ? "true" : "false",
+        match.category,
+      );
+      byCategory.set(match.category, child);
+    }
+    return child;
+  }
+}
