@@ -13,6 +13,8 @@ export interface Settings {
   readonly bundleDir: string | undefined;
   readonly logLevel: LogLevel;
   readonly maxMessageBytes: number;
+  /** Unknown policy keys are errors instead of warnings. */
+  readonly strictConfig: boolean;
 }
 
 export class SettingsError extends Error {
@@ -29,6 +31,7 @@ export function readSettings(env: NodeJS.ProcessEnv): Settings {
     bundleDir: env.LS_BUNDLE_DIR || undefined,
     logLevel: parseLogLevel(env.LS_LOG_LEVEL || "info"),
     maxMessageBytes: parseSize("LS_MAX_MESSAGE_BYTES", env.LS_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES),
+    strictConfig: parseBoolean("LS_CONFIG_STRICT", env.LS_CONFIG_STRICT),
   };
 }
 
@@ -37,7 +40,9 @@ export function parseBind(name: string, value: string): Bind {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(value.trim());
   const port = match ? Number(match[3]) : Number.NaN;
   if (!match || port > 65535) {
-    throw new SettingsError(`${name}="${value}" is not a socket address; expected host:port, e.g. 0.0.0.0:8121 or [::]:8121`);
+    throw new SettingsError(
+      `${name}="${value}" is not a socket address; expected host:port, e.g. 0.0.0.0:8121 or [::]:8121`,
+    );
   }
   return { host: match[1] ?? (match[2] || "0.0.0.0"), port };
 }
@@ -55,4 +60,11 @@ function parseSize(name: string, value: string | undefined, fallback: number): n
     throw new SettingsError(`${name}="${value}" is not a positive number of bytes`);
   }
   return bytes;
+}
+
+function parseBoolean(name: string, value: string | undefined): boolean {
+  if (value === undefined || value === "") return false;
+  if (/^(true|1|yes)$/i.test(value)) return true;
+  if (/^(false|0|no)$/i.test(value)) return false;
+  throw new SettingsError(`${name}="${value}" is not a boolean; expected true or false`);
 }

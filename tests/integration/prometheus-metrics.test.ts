@@ -1,5 +1,3 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MetricsServer } from "../../src/adapters/prometheus/metrics-server";
@@ -18,6 +16,8 @@ import {
   sampleValue,
   scrape,
 } from "./prometheus-support";
+
+const VERSION = "9.8.7-test";
 
 const TRANSACTION_LABELS = [
   "deployment",
@@ -140,7 +140,7 @@ describe("Prometheus exposition", () => {
 
   beforeEach(async () => {
     registry = new Registry();
-    telemetry = new PrometheusTelemetry(registry);
+    telemetry = new PrometheusTelemetry(registry, VERSION);
     server = new MetricsServer({ host: "127.0.0.1", port: 0 }, registry, collectingLogger());
     await server.start();
     port = server.address?.port ?? 0;
@@ -357,12 +357,11 @@ describe("Prometheus exposition", () => {
   });
 
   it("exposes the build and the process", async () => {
-    const { version } = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8")) as {
-      version: string;
-    };
     const { text, openMetrics } = await scrapeBoth();
     for (const exposition of [text, openMetrics]) {
-      expect(sampleValue(exposition, "leakagent_build_info", { version, node_version: process.versions.node })).toBe(1);
+      expect(
+        sampleValue(exposition, "leakagent_build_info", { version: VERSION, node_version: process.versions.node }),
+      ).toBe(1);
       expect(exposition.types.get("process_start_time_seconds")).toBe("gauge");
       expect(exposition.types.get("nodejs_heap_size_used_bytes")).toBe("gauge");
     }

@@ -63,7 +63,15 @@ export function currentTransaction(overrides: Partial<MatchDataRequest> = {}): M
       timeBodyStart: start + 1n * MS,
       timeBodyEnd: start + 5n * MS,
       headerMatches: [
-        { name: ":path", timeHeaderStart: start, timeHeaderEnd: start, matches: [], headerSize: 14n, header: enc("/cart/checkout"), categoryPerformanceUs: {} },
+        {
+          name: ":path",
+          timeHeaderStart: start,
+          timeHeaderEnd: start,
+          matches: [],
+          headerSize: 14n,
+          header: enc("/cart/checkout"),
+          categoryPerformanceUs: {},
+        },
         {
           name: "authorization",
           timeHeaderStart: start,
@@ -82,7 +90,15 @@ export function currentTransaction(overrides: Partial<MatchDataRequest> = {}): M
       timeBodyStart: start + 21n * MS,
       timeBodyEnd: start + 25n * MS,
       headerMatches: [
-        { name: ":status", timeHeaderStart: start, timeHeaderEnd: start, matches: [], headerSize: 3n, header: enc("503"), categoryPerformanceUs: {} },
+        {
+          name: ":status",
+          timeHeaderStart: start,
+          timeHeaderEnd: start,
+          matches: [],
+          headerSize: 3n,
+          header: enc("503"),
+          categoryPerformanceUs: {},
+        },
       ],
       bodyMatches: [
         { categoryName: "email", matcherPath: "order.email" },

@@ -1,7 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { createDeployment, type Deployment } from "../../src/domain/policy/deployment";
 import { DeploymentSet } from "../../src/domain/policy/deployment-set";
-import { type PolicyStream, type PolicyStreamEnd, ProxyRegistry, UnknownDeploymentError } from "../../src/domain/proxies/proxy-registry";
+import {
+  type PolicyStream,
+  type PolicyStreamEnd,
+  ProxyRegistry,
+  UnknownDeploymentError,
+} from "../../src/domain/proxies/proxy-registry";
 import { RecordingTelemetry } from "../support/recording-telemetry";
 
 class FakeStream implements PolicyStream {
@@ -65,7 +70,9 @@ describe("ProxyRegistry", () => {
     registry.connect({ apiKey: "prod", deploymentName: "" }, "a", prodStream);
     registry.connect({ apiKey: "staging", deploymentName: "" }, "b", stagingStream);
     const prod2 = createDeployment("prod", "categories: {a: []}\n");
-    const changes = registry.replaceDeployments(new DeploymentSet([prod2, createDeployment("staging", "endpoints: []\n")]));
+    const changes = registry.replaceDeployments(
+      new DeploymentSet([prod2, createDeployment("staging", "endpoints: []\n")]),
+    );
     expect(changes.changed).toEqual([prod2]);
     expect(prodStream.received).toEqual([prod, prod2]);
     expect(stagingStream.received).toEqual([staging]);

@@ -1,20 +1,6 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
 import type { CategoryMatchCount, TransactionLabels, TransactionObservation } from "../../domain/telemetry/transaction";
 import type { RejectionReason, TelemetrySink } from "../../ports/telemetry-sink.port";
-
-/** The agent's version; src/adapters/prometheus and dist/adapters/prometheus both sit three levels below package.json. */
-const AGENT_VERSION: string = (() => {
-  try {
-    const manifest = JSON.parse(readFileSync(join(__dirname, "..", "..", "..", "package.json"), "utf8")) as {
-      version?: unknown;
-    };
-    return typeof manifest.version === "string" ? manifest.version : "unknown";
-  } catch {
-    return "unknown";
-  }
-})();
 
 /** Milliseconds, 0.1 ms .. 60 s: matchers take well under a millisecond, slow uploads take seconds. */
 export const TIME_BUCKETS_MS = [
@@ -87,7 +73,8 @@ export class PrometheusTelemetry implements TelemetrySink {
   private readonly waitingByDeployment = new Map<string, Gauge.Internal<string>>();
   private readonly rejectedByReason = new Map<RejectionReason, Child>();
 
-  constructor(registry: Registry) {
+  /** `version` labels leakagent_build_info. */
+  constructor(registry: Registry, version: string) {
     const registers = [registry];
     // LeakSignal's own counters carry no _total suffix; dashboards query these exact names.
     const legacyCounter = (name: string, help: string, labelNames: readonly string[]) =>
@@ -150,7 +137,7 @@ export class PrometheusTelemetry implements TelemetrySink {
       help: "Always 1; labelled with the agent and Node.js versions.",
       labelNames: ["version", "node_version"],
       registers,
-    }).set({ version: AGENT_VERSION, node_version: process.versions.node }, 1);
+    }).set({ version, node_version: process.versions.node }, 1);
     collectDefaultMetrics({ register: registry });
 
     this.statusCode = legacyCounter("leaksignal_status_code", "Responses by HTTP status code.", [
