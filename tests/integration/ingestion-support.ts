@@ -3,28 +3,14 @@ import { type IngestionConfig, IngestionServer } from "../../src/adapters/ingest
 import { createDeployment, type Deployment } from "../../src/domain/policy/deployment";
 import { DeploymentSet } from "../../src/domain/policy/deployment-set";
 import { ProxyRegistry } from "../../src/domain/proxies/proxy-registry";
-import type { LogFields, Logger } from "../../src/ports/logger.port";
 import { RecordingTelemetry } from "../support/recording-telemetry";
 
 export const alpha = createDeployment("alpha", "categories:\n  email:\n    Matchers:\n      regexes: ['(?-u:\\b)x']\n");
 export const beta = createDeployment("beta", "endpoints:\n  - matches: '**'\n    config: {}\n");
 
-/** Keeps every log line so tests can check what was (not) logged. */
-export class RecordingLogger implements Logger {
-  readonly lines: Array<{ level: string; message: string; fields?: LogFields | undefined }> = [];
-  debug(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "debug", message, fields });
-  }
-  info(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "info", message, fields });
-  }
-  warn(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "warn", message, fields });
-  }
-  error(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "error", message, fields });
-  }
-}
+import { RecordingLogger } from "../support/recording-logger";
+
+export { RecordingLogger };
 
 export interface RunningIngestion {
   server: IngestionServer;

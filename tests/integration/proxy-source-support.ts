@@ -1,27 +1,8 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import type { HttpReply, HttpRequest } from "../../src/adapters/ingestion/http-route";
-import type { LogFields, Logger } from "../../src/ports/logger.port";
 
-/** A Logger that remembers every line, for tests. */
-export class RecordingLogger implements Logger {
-  readonly lines: Array<{ level: string; message: string; fields: LogFields | undefined }> = [];
-  debug(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "debug", message, fields });
-  }
-  info(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "info", message, fields });
-  }
-  warn(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "warn", message, fields });
-  }
-  error(message: string, fields?: LogFields): void {
-    this.lines.push({ level: "error", message, fields });
-  }
-  at(level: string): string[] {
-    return this.lines.filter((line) => line.level === level).map((line) => line.message);
-  }
-}
+export { RecordingLogger } from "../support/recording-logger";
 
 export function get(path: string, headers: Record<string, string> = {}, method = "GET"): HttpRequest {
   return { method, path, headers, signal: new AbortController().signal };
