@@ -10,6 +10,14 @@ export interface Component {
   stop(): Promise<void>;
 }
 
+/** The port proxies connect to: told, step by step, to stop taking work before it is stopped. */
+export interface Ingress {
+  /** Readiness turns false (`GET /ready` answers 503); everything is still served. */
+  markNotReady(): void;
+  /** No new connections, GOAWAY on every HTTP/2 connection; calls in flight go on. */
+  stopAccepting(): void;
+}
+
 /** The one thing that cares which proxy source is live. */
 export interface ProxySourceSwitch {
   setSource(source: ProxySourceConfig | undefined): void;
@@ -30,6 +38,9 @@ export interface AgentParts {
   readonly telemetry: TelemetrySink;
   readonly config: ConfigSource;
   readonly proxySource: ProxySourceSwitch;
+  readonly ingress: Ingress;
+  /** On stop, how long readiness is false while everything is still served, before the ingress stops accepting. */
+  readonly shutdownDelayMs: number;
   /** Serving components in start order (exposition before ingestion); stopped in reverse. */
   readonly servers: ReadonlyArray<{ readonly name: string; readonly component: Component }>;
 }
@@ -38,6 +49,8 @@ export interface AgentParts {
 export class Agent {
   private readonly started: Array<{ name: string; component: Component }> = [];
   private configWatched = false;
+  private serving = false;
+  private stopping: Promise<void> | undefined;
 
   constructor(private readonly parts: AgentParts) {}
 
@@ -61,6 +74,7 @@ export class Agent {
     }
     await this.parts.config.start((reload) => this.onReload(reload));
     this.configWatched = true;
+    this.serving = true;
   }
 
   /** Re-reads the configuration now (SIGHUP). */
@@ -68,9 +82,29 @@ export class Agent {
     return this.parts.config.reload();
   }
 
-  /** Ends policy streams (proxies reconnect elsewhere), then stops servers in reverse order. Safe twice. */
-  async stop(): Promise<void> {
-    this.parts.registry.disconnectAll("shutdown");
+  /**
+   * The shutdown sequence, in this order. Readiness turns false, and for the shutdown delay everything is
+   * still served while load balancers take this instance out. The ingress stops accepting and sends GOAWAY,
+   * so proxies open their next streams on another instance. Policy streams end with UNAVAILABLE: their
+   * proxies reconnect at once, elsewhere, since their connection is going away. In-flight calls drain while
+   * the servers stop in reverse order (ingestion first, the metrics last). Safe twice.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    const { ingress, registry, logger, shutdownDelayMs } = this.parts;
+    ingress.markNotReady();
+    if (this.serving && shutdownDelayMs > 0) {
+      logger.info("not ready; still serving until the shutdown delay is over", { delay_ms: shutdownDelayMs });
+      await new Promise((resolve) => setTimeout(resolve, shutdownDelayMs));
+    }
+    ingress.stopAccepting();
+    if (this.serving)
+      logger.info("stopped accepting; ending policy streams", { policy_streams: registry.waitingTotal });
+    registry.disconnectAll("shutdown");
     if (this.configWatched) {
       this.configWatched = false;
       await this.parts.config.stop();

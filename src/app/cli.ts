@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-import { validateConfigFile } from "../adapters/config-file";
-import { runAgent } from "./main";
 import { AGENT_VERSION } from "./version";
 
 const USAGE = `Usage:
@@ -17,6 +15,8 @@ async function validate(args: string[]): Promise<number> {
     return 2;
   }
   const file = files[0] as string;
+  // Loaded on demand, like the agent below: `validate` in a pre-commit hook should not pay for the servers.
+  const { validateConfigFile } = require("../adapters/config-file") as typeof import("../adapters/config-file");
   const { ok, lines } = await validateConfigFile(file, { strict, bundleDir: process.env.LS_BUNDLE_DIR || undefined });
   for (const line of lines) process.stdout.write(`${line}\n`);
   process.stdout.write(ok ? `${file}: valid\n` : `${file}: invalid\n`);
@@ -25,7 +25,7 @@ async function validate(args: string[]): Promise<number> {
 
 async function cli(args: string[]): Promise<void> {
   const [command, ...rest] = args;
-  if (command === undefined) return runAgent(process.env);
+  if (command === undefined) return (require("./main") as typeof import("./main")).runAgent(process.env);
   if (command === "validate") {
     process.exitCode = await validate(rest);
     return;

@@ -27,7 +27,7 @@ function coreModule(settings: Settings): ContainerModule {
   return new ContainerModule((bind) => {
     bind(Logger).toConstantValue(createLogger(settings.logLevel));
     bind(ProxyRegistry)
-      .toDynamicValue((c) => new ProxyRegistry(get(c, TelemetrySink)))
+      .toDynamicValue((c) => new ProxyRegistry(get(c, TelemetrySink), settings.policyStreamLimits))
       .inSingletonScope();
     bind(Agent)
       .toDynamicValue(
@@ -38,6 +38,8 @@ function coreModule(settings: Settings): ContainerModule {
             telemetry: get(c, TelemetrySink),
             config: get(c, ConfigSource),
             proxySource: get(c, ProxyRoute),
+            ingress: get(c, IngestionServer),
+            shutdownDelayMs: settings.shutdownDelayMs,
             servers: [
               { name: "prometheus exposition", component: get(c, MetricsServer) },
               { name: "proxy source", component: get(c, ProxyRoute) },
@@ -77,10 +79,10 @@ function configModule(settings: Settings): ContainerModule {
   });
 }
 
-function proxySourceModule(): ContainerModule {
+function proxySourceModule(settings: Settings): ContainerModule {
   return new ContainerModule((bind) => {
     bind(ProxyRoute)
-      .toDynamicValue((c) => new ProxyRoute(get(c, TelemetrySink), get(c, Logger)))
+      .toDynamicValue((c) => new ProxyRoute(get(c, TelemetrySink), get(c, Logger), settings.proxySource))
       .inSingletonScope();
   });
 }
@@ -94,6 +96,10 @@ function ingestionModule(settings: Settings): ContainerModule {
           {
             bind: settings.ingestionBind,
             maxMessageBytes: settings.maxMessageBytes,
+            maxConnectionAgeMs: settings.maxConnectionAgeSeconds * 1000,
+            limits: settings.ingestionLimits,
+            keepalive: settings.keepalive,
+            tls: settings.tls,
             routes: [get(c, ProxyRoute)],
             status: () => statusLine(registry.current.size),
           },
@@ -117,7 +123,7 @@ export function createContainer(settings: Settings): Container {
     coreModule(settings),
     prometheusModule(settings),
     configModule(settings),
-    proxySourceModule(),
+    proxySourceModule(settings),
     ingestionModule(settings),
   );
   return container;

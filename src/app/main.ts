@@ -7,7 +7,7 @@ import { readSettings, SettingsError } from "./settings";
 import { AGENT_VERSION } from "./version";
 
 /** Proxies and Kubernetes expect the process gone well within terminationGracePeriodSeconds (30 s by default). */
-const SHUTDOWN_DEADLINE_MS = 10_000;
+export const SHUTDOWN_DEADLINE_MS = 10_000;
 
 /** Runs the agent until SIGTERM/SIGINT. Exit codes: 0 after a clean stop, 2 on invalid settings or config, 1 otherwise. */
 export async function runAgent(env: NodeJS.ProcessEnv): Promise<void> {

@@ -1,12 +1,22 @@
 import type { TransactionObservation } from "../domain/telemetry/transaction";
 
-/** Why the agent refused a request; a small fixed set, used as a metric label. */
+/**
+ * Why the agent refused a request or dropped a connection or stream; a small fixed set, used as a metric
+ * label. The limits and faults behind the later ones are described in docs/operations.md.
+ */
 export type RejectionReason =
   | "unknown_deployment"
   | "malformed"
   | "message_too_large"
   | "unimplemented"
-  | "deadline_exceeded";
+  | "deadline_exceeded"
+  | "policy_stream_limit"
+  | "too_many_streams"
+  | "session_memory"
+  | "request_timeout"
+  | "slow_reader"
+  | "keepalive_timeout"
+  | "client_certificate";
 
 /** Where everything the agent observes goes; the Prometheus adapter is the real one. */
 export interface TelemetrySink {

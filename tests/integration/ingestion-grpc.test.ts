@@ -62,7 +62,8 @@ describe("UpdatePolicy over @grpc/grpc-js", () => {
     expect(ended.code).toBe(GrpcStatus.UNAUTHENTICATED);
     expect(ended.details).toContain("unknown deployment");
     expect(stream.responses).toEqual([]);
-    expect(telemetry.turnedAway).toEqual([{ deployment: "not-a-deployment-key", ip: "127.0.0.1" }]);
+    // Counted under the deployment it named, never under the refused key.
+    expect(telemetry.turnedAway).toEqual([{ deployment: "alpha", ip: "127.0.0.1" }]);
     expect(telemetry.rejected).toEqual(["unknown_deployment"]);
     expect(registry.waiting("alpha")).toBe(0);
     expect(JSON.stringify(logger.lines)).not.toContain("not-a-deployment-key");

@@ -13,6 +13,14 @@ export interface AgentExit {
   signal: NodeJS.Signals | null;
 }
 
+export interface AgentOptions {
+  /** YAML text written to `config.yaml` in a fresh temp dir, passed as LS_CONFIG_PATH. */
+  config?: string;
+  /** An existing LS_CONFIG_PATH (e.g. a ConfigMap-like symlink layout the test built); wins over `config`. */
+  configPath?: string;
+  env?: Record<string, string>;
+}
+
 /** The built agent running as a child process, bound to ephemeral loopback ports. */
 export class AgentProcess {
   readonly logs: LogLine[] = [];
@@ -22,7 +30,11 @@ export class AgentProcess {
   readonly exited: Promise<AgentExit>;
   private readonly waiters = new Set<() => void>();
 
-  private constructor(readonly child: ChildProcess) {
+  private constructor(
+    readonly child: ChildProcess,
+    /** LS_CONFIG_PATH of the agent, if it has one. */
+    readonly configPath: string | undefined,
+  ) {
     this.exited = new Promise((done) => child.on("exit", (code, signal) => done({ code, signal })));
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       try {
@@ -39,23 +51,28 @@ export class AgentProcess {
   }
 
   /** Starts the agent; `config` (YAML text) is written to a temp file and passed as LS_CONFIG_PATH. */
-  static start(options: { config?: string; env?: Record<string, string> } = {}): AgentProcess {
+  static start(options: AgentOptions = {}): AgentProcess {
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? "",
       LS_INGESTION_BIND: "127.0.0.1:0",
       LS_PROMETHEUS_BIND: "127.0.0.1:0",
+      // Nothing balances load over a test's agent: stop at once (tests/e2e/shutdown.test.ts covers the delay).
+      LS_SHUTDOWN_DELAY_MS: "0",
       ...options.env,
     };
-    if (options.config !== undefined) {
+    if (options.configPath !== undefined) {
+      env.LS_CONFIG_PATH = options.configPath;
+    } else if (options.config !== undefined) {
       const dir = mkdtempSync(join(tmpdir(), "leakagent-e2e-"));
       env.LS_CONFIG_PATH = join(dir, "config.yaml");
       writeFileSync(env.LS_CONFIG_PATH, options.config);
     }
-    return new AgentProcess(spawn(process.execPath, [MAIN], { env, stdio: ["ignore", "pipe", "pipe"] }));
+    const child = spawn(process.execPath, [MAIN], { env, stdio: ["ignore", "pipe", "pipe"] });
+    return new AgentProcess(child, env.LS_CONFIG_PATH);
   }
 
   /** Starts the agent and waits until both ports are serving. */
-  static async serving(options: { config?: string; env?: Record<string, string> } = {}): Promise<AgentProcess> {
+  static async serving(options: AgentOptions = {}): Promise<AgentProcess> {
     const agent = AgentProcess.start(options);
     const line = await agent.waitForLog((l) => l.message === "serving");
     agent.ingestionPort = portOf(line.ingestion);
@@ -64,9 +81,23 @@ export class AgentProcess {
   }
 
   waitForLog(predicate: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> {
+    return this.logAfter(0, predicate, timeoutMs);
+  }
+
+  /** Waits for a matching line logged after this call (e.g. the outcome of a change the test is about to make). */
+  nextLog(predicate: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> {
+    return this.logAfter(this.logs.length, predicate, timeoutMs);
+  }
+
+  /** Sends SIGHUP: the agent re-reads its config file now. */
+  reload(): void {
+    this.child.kill("SIGHUP");
+  }
+
+  private logAfter(from: number, predicate: (line: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
     return new Promise((resolvePromise, reject) => {
       const check = () => {
-        const found = this.logs.find(predicate);
+        const found = this.logs.slice(from).find(predicate);
         if (found) {
           finish();
           resolvePromise(found);

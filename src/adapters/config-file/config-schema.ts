@@ -10,6 +10,23 @@ export const configSchema: Record<string, unknown> = {
   required: ["policies"],
   properties: {
     policies: { type: "object", additionalProperties: { $ref: POLICY_SCHEMA_ID } },
+    // Deployment name → the api keys its proxies must present. Absent, null or `{}`: every deployment's name is its key.
+    api_keys: {
+      type: ["object", "null"],
+      additionalProperties: {
+        type: "array",
+        minItems: 1,
+        items: {
+          type: "string",
+          minLength: 1,
+          messages: {
+            type: "must be a string (quote keys that YAML would read as numbers)",
+            minLength: "must not be empty",
+          },
+        },
+        messages: { minItems: "must list at least one key; remove the entry to let the deployment name be the key" },
+      },
+    },
     proxy_source: {
       type: ["object", "null"],
       // Absent, null or `{}` all mean "not set": LS_BUNDLE_DIR may then apply.

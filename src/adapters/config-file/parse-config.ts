@@ -89,15 +89,19 @@ export function checkConfig(
   errors.push(...schema.errors.map(located));
   (options.strict ? errors : warnings).push(...schema.unknownKeys.map(located));
   errors.push(...checkDeploymentNames(document).map(located));
+  errors.push(...checkApiKeys(document).map(located));
 
   let config: AgentConfig | undefined;
   if (errors.length === 0) {
     const deployments: Deployment[] = [];
-    const policies = (document.value as { policies: Record<string, unknown> }).policies;
+    const { policies, api_keys: apiKeys } = document.value as {
+      policies: Record<string, unknown>;
+      api_keys?: Record<string, string[]> | null;
+    };
     for (const name of Object.keys(policies)) {
       const path = ["policies", name];
       try {
-        deployments.push(createDeployment(name, document.textAt(path) ?? ""));
+        deployments.push(createDeployment(name, document.textAt(path) ?? "", apiKeys?.[name] ?? []));
       } catch (error) {
         if (!(error instanceof AliasExpansionError)) throw error;
         errors.push(located({ span: document.keySpan(pointerOf(path)), path, message: error.message }));
@@ -164,7 +168,7 @@ function proxySourceOf(value: unknown, bundleDir: string | undefined): ProxySour
   return bundleDir ? { type: "bundled", path: bundleDir } : undefined;
 }
 
-/** Deployment names are the keys proxies authenticate with. */
+/** Deployment names are the keys proxies authenticate with, unless `api_keys` gives them keys. */
 function checkDeploymentNames(document: YamlDocument): YamlProblem[] {
   const policies = (document.value as { policies?: unknown } | null)?.policies;
   if (policies === null || typeof policies !== "object") return [];
@@ -175,6 +179,46 @@ function checkDeploymentNames(document: YamlDocument): YamlProblem[] {
       path: ["policies", name],
       message: "a deployment name must not be empty or blank",
     }));
+}
+
+/**
+ * `api_keys` must name configured deployments, and each credential must open exactly one deployment: a key
+ * listed for two deployments, or equal to the name of a deployment that takes its name as key, is ambiguous.
+ * Messages name deployments and lines, never the key.
+ */
+function checkApiKeys(document: YamlDocument): YamlProblem[] {
+  const { policies, api_keys: apiKeys } = (document.value ?? {}) as { policies?: unknown; api_keys?: unknown };
+  if (apiKeys === null || typeof apiKeys !== "object" || Array.isArray(apiKeys)) return [];
+  if (policies === null || typeof policies !== "object") return [];
+  const problems: YamlProblem[] = [];
+  const keyed = apiKeys as Record<string, unknown>;
+  const firstSeen = new Map<string, { deployment: string; line: number | undefined }>();
+  for (const [deployment, keys] of Object.entries(keyed)) {
+    if (!Object.hasOwn(policies, deployment)) {
+      const path = ["api_keys", deployment];
+      problems.push({ span: document.keySpan(pointerOf(path)), path, message: "is not a deployment in policies" });
+      continue;
+    }
+    if (!Array.isArray(keys)) continue;
+    keys.forEach((key: unknown, index) => {
+      if (typeof key !== "string" || key === "") return;
+      const path = ["api_keys", deployment, index];
+      const span = document.locate(pointerOf(path))?.span;
+      const first = firstSeen.get(key);
+      if (first && first.deployment !== deployment) {
+        const where = first.line === undefined ? "" : ` (line ${first.line})`;
+        problems.push({ span, path, message: `this key is also listed for deployment "${first.deployment}"${where}` });
+      } else if (!first && Object.hasOwn(policies, key) && key !== deployment && !Object.hasOwn(keyed, key)) {
+        problems.push({
+          span,
+          path,
+          message: `this key is the name of deployment "${key}", which has no api_keys and so takes its name as key`,
+        });
+      }
+      if (!first) firstSeen.set(key, { deployment, line: span?.line });
+    });
+  }
+  return problems;
 }
 
 let compiled: ValidateFunction | undefined;

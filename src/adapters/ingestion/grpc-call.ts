@@ -34,6 +34,8 @@ export interface CallContext {
   readonly peerIp: string;
   /** Aborted when the call ends early: client reset, deadline, connection lost. */
   readonly signal: AbortSignal;
+  /** The HTTP/2 connection the call came on (one per proxy), e.g. to remember per-proxy facts. */
+  readonly connection: object | undefined;
 }
 
 /** The agent's side of a bidirectional call. */
@@ -57,6 +59,8 @@ export interface GrpcMethod {
 
 export interface GrpcLimits {
   readonly maxMessageBytes: number;
+  /** Response bytes a stream may hold unread by its client when the next message is sent; past it, it is dropped. */
+  readonly maxBacklogBytes?: number;
 }
 
 export function unaryMethod<Request, Response>(
@@ -77,14 +81,18 @@ export function unaryMethod<Request, Response>(
         if (received !== 1 || request === undefined) {
           return call.reject("malformed", GrpcStatus.INTERNAL, "unary call sent no request message");
         }
-        const accepted = request;
-        Promise.resolve()
-          .then(() => handle(accepted, call))
-          .then((response) => {
-            call.send(definition.responseSerialize(response));
-            call.finish(GrpcStatus.OK);
-          })
-          .catch((error: unknown) => call.fail(error));
+        // Synchronous handlers (MatchData) answer in the same tick: no promise per call.
+        let response: Response | Promise<Response>;
+        try {
+          response = handle(request, call);
+        } catch (error) {
+          return call.fail(error);
+        }
+        if (!(response instanceof Promise)) return call.reply(definition.responseSerialize(response));
+        response.then(
+          (resolved) => call.reply(definition.responseSerialize(resolved)),
+          (error: unknown) => call.fail(error),
+        );
       };
     },
   };
@@ -101,6 +109,7 @@ export function bidiMethod<Request, Response>(
       const listener = open({
         peerIp: call.peerIp,
         signal: call.signal,
+        connection: call.connection,
         send: (message) => call.send(definition.responseSerialize(message)),
         finish: (code, message) => call.finish(code, message),
       });
@@ -119,28 +128,29 @@ export interface GrpcCallDependencies {
   readonly logger: Logger;
 }
 
-/** Serves one gRPC stream with the method its `:path` names. */
+/** Serves one gRPC stream with the method its `:path` names; returns the call (already finished if refused). */
 export function serveGrpc(
   stream: ServerHttp2Stream,
   headers: IncomingHttpHeaders,
   methods: ReadonlyMap<string, GrpcMethod>,
   dependencies: GrpcCallDependencies,
-): void {
+): GrpcCall {
   const call = new GrpcCall(stream, headers, dependencies);
   const method = methods.get(call.path);
   if (!method) {
     call.reject("unimplemented", GrpcStatus.UNIMPLEMENTED, `unknown method ${call.path}`);
-    return;
+    return call;
   }
   let timeoutMs: number | undefined;
   try {
     timeoutMs = parseGrpcTimeout(headers["grpc-timeout"]);
   } catch (error) {
     call.fail(error);
-    return;
+    return call;
   }
   method.serve(call);
   call.start(timeoutMs);
+  return call;
 }
 
 const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
@@ -233,20 +243,30 @@ const REJECTION_OF_STATUS: Partial<Record<GrpcStatus, RejectionReason>> = {
   [GrpcStatus.INTERNAL]: "malformed",
 };
 
+const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" } as const;
+const WAIT_FOR_TRAILERS = { waitForTrailers: true } as const;
+const OK_TRAILERS: Readonly<Record<string, string>> = { "grpc-status": String(GrpcStatus.OK) };
+/** An empty response message (MatchData's), framed: shared, Node only reads it. */
+const EMPTY_MESSAGE_FRAME = Buffer.alloc(5);
+const IGNORE = () => {};
+
 /** One gRPC call on one HTTP/2 stream. Methods set the hooks; the call does the protocol. */
 export class GrpcCall implements CallContext {
   readonly path: string;
-  readonly peerIp: string;
-  onMessage: (payload: Buffer) => void = () => {};
-  onHalfClose: () => void = () => {};
-  onClose: () => void = () => {};
+  onMessage: (payload: Buffer) => void = IGNORE;
+  onHalfClose: () => void = IGNORE;
+  onClose: () => void = IGNORE;
 
-  private readonly aborter = new AbortController();
+  // Made only when a method asks for them: most calls (MatchData) never do, and an AbortController
+  // and its abort (a DOMException with a stack) cost more than the rest of such a call's bookkeeping.
+  private aborter: AbortController | undefined;
+  private aborted = false;
+  private peer: string | undefined;
   private readonly reader: MessageReader;
   private readonly encoding: string;
   private headersSent = false;
   private finished = false;
-  private trailers: Record<string, string> = {};
+  private trailers: Readonly<Record<string, string>> = OK_TRAILERS;
   private deadline: NodeJS.Timeout | undefined;
 
   constructor(
@@ -255,8 +275,6 @@ export class GrpcCall implements CallContext {
     private readonly dependencies: GrpcCallDependencies,
   ) {
     this.path = headers[":path"] ?? "";
-    const address = stream.session?.socket?.remoteAddress ?? "";
-    this.peerIp = address.startsWith("::ffff:") ? address.slice(7) : address;
     this.encoding = String(headers["grpc-encoding"] ?? "identity");
     this.reader = new MessageReader(dependencies.limits.maxMessageBytes);
     stream.on("error", (error) =>
@@ -265,7 +283,7 @@ export class GrpcCall implements CallContext {
     stream.on("wantTrailers", () => {
       try {
         stream.sendTrailers(this.trailers);
-        setImmediate(() => this.stopReading());
+        if (!stream.readableEnded) setImmediate(() => this.stopReading());
       } catch (error) {
         dependencies.logger.debug("grpc trailers not sent", { method: this.path, error: messageOf(error) });
       }
@@ -273,19 +291,35 @@ export class GrpcCall implements CallContext {
     stream.once("close", () => {
       clearTimeout(this.deadline);
       this.finished = true;
-      this.aborter.abort();
+      this.abort();
       this.onClose();
     });
   }
 
   get signal(): AbortSignal {
+    if (!this.aborter) {
+      this.aborter = new AbortController();
+      if (this.aborted) this.aborter.abort();
+    }
     return this.aborter.signal;
+  }
+
+  get connection(): object | undefined {
+    return this.stream.session;
+  }
+
+  get peerIp(): string {
+    if (this.peer === undefined) {
+      const address = this.stream.session?.socket?.remoteAddress ?? "";
+      this.peer = address.startsWith("::ffff:") ? address.slice(7) : address;
+    }
+    return this.peer;
   }
 
   start(timeoutMs: number | undefined): void {
     if (timeoutMs !== undefined) {
       this.deadline = setTimeout(() => {
-        this.aborter.abort();
+        this.abort();
         this.reject("deadline_exceeded", GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded");
       }, timeoutMs);
     }
@@ -310,25 +344,44 @@ export class GrpcCall implements CallContext {
   /** Sends one response message, uncompressed, after the response headers. */
   send(payload: Buffer): void {
     if (this.finished || this.stream.destroyed) return;
-    if (!this.headersSent) {
-      this.stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      this.headersSent = true;
+    const { maxBacklogBytes } = this.dependencies.limits;
+    if (maxBacklogBytes !== undefined && this.stream.writableLength > maxBacklogBytes) {
+      this.dropSlowReader();
+      return;
     }
-    const frame = Buffer.allocUnsafe(5 + payload.length);
-    frame.writeUInt8(0, 0);
-    frame.writeUInt32BE(payload.length, 1);
-    payload.copy(frame, 5);
-    this.stream.write(frame);
+    this.respond();
+    this.stream.write(frame(payload));
   }
 
-  /** Ends the call with a status: trailers after a response, or trailers-only if nothing was sent. */
-  finish(code: GrpcStatus, message = "", extra: Record<string, string> = {}): void {
+  /** A unary call's answer: the response message and status OK, in one write. */
+  reply(payload: Buffer): void {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.deadline);
     if (this.stream.destroyed || this.stream.closed) return;
-    this.trailers = { "grpc-status": String(code), ...extra };
-    if (message) this.trailers["grpc-message"] = encodeGrpcMessage(message);
+    this.trailers = OK_TRAILERS;
+    try {
+      this.respond();
+      this.stream.end(frame(payload));
+    } catch (error) {
+      this.dependencies.logger.debug("grpc response failed", { method: this.path, error: messageOf(error) });
+    }
+  }
+
+  /** Ends the call with a status: trailers after a response, or trailers-only if nothing was sent. */
+  finish(code: GrpcStatus, message = "", extra?: Record<string, string>): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.deadline);
+    if (this.stream.destroyed || this.stream.closed) return;
+    this.trailers =
+      code === GrpcStatus.OK && !message && !extra
+        ? OK_TRAILERS
+        : {
+            "grpc-status": String(code),
+            ...extra,
+            ...(message ? { "grpc-message": encodeGrpcMessage(message) } : {}),
+          };
     try {
       if (this.headersSent) {
         this.stream.end();
@@ -364,8 +417,48 @@ export class GrpcCall implements CallContext {
     this.finish(GrpcStatus.INTERNAL, "internal error");
   }
 
+  // A client that stops reading would have the agent buffer every later message for it. Resetting the stream
+  // frees what it holds; ENHANCE_YOUR_CALM is what gRPC clients report as RESOURCE_EXHAUSTED.
+  private dropSlowReader(): void {
+    this.finished = true;
+    clearTimeout(this.deadline);
+    this.dependencies.telemetry.requestRejected("slow_reader");
+    this.dependencies.logger.debug("grpc stream dropped: its client does not read what it is sent", {
+      method: this.path,
+      peer: this.peerIp,
+      unread_bytes: this.stream.writableLength,
+    });
+    this.stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+
+  private respond(): void {
+    if (this.headersSent) return;
+    this.stream.respond(RESPONSE_HEADERS, WAIT_FOR_TRAILERS);
+    this.headersSent = true;
+  }
+
+  private abort(): void {
+    this.aborted = true;
+    this.aborter?.abort();
+  }
+
   private receive(chunk: Buffer): void {
     if (this.finished) return;
+    // The usual case, one whole uncompressed message in one chunk, skips the reader's bookkeeping.
+    if (
+      !this.reader.midMessage &&
+      chunk.length >= 5 &&
+      chunk[0] === 0 &&
+      chunk.readUInt32BE(1) === chunk.length - 5 &&
+      chunk.length - 5 <= this.dependencies.limits.maxMessageBytes
+    ) {
+      try {
+        this.onMessage(chunk.subarray(5));
+      } catch (error) {
+        this.fail(error);
+      }
+      return;
+    }
     let messages: ReceivedMessage[];
     try {
       messages = this.reader.push(chunk);
@@ -419,6 +512,16 @@ export class GrpcCall implements CallContext {
   private stopReading(): void {
     if (!this.stream.readableEnded && !this.stream.closed) this.stream.close(constants.NGHTTP2_NO_ERROR);
   }
+}
+
+/** A message with its 5-byte gRPC prefix (uncompressed). */
+function frame(payload: Buffer): Buffer {
+  if (payload.length === 0) return EMPTY_MESSAGE_FRAME;
+  const framed = Buffer.allocUnsafe(5 + payload.length);
+  framed.writeUInt8(0, 0);
+  framed.writeUInt32BE(payload.length, 1);
+  payload.copy(framed, 5);
+  return framed;
 }
 
 function messageOf(error: unknown): string {

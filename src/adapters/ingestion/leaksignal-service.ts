@@ -1,14 +1,41 @@
 import { claimedDeployment, type Deployment } from "../../domain/policy/deployment";
-import { type PolicyStreamEnd, type ProxyRegistry, UnknownDeploymentError } from "../../domain/proxies/proxy-registry";
+import type { DeploymentSet } from "../../domain/policy/deployment-set";
+import {
+  type PolicyStreamEnd,
+  PolicyStreamLimitError,
+  type ProxyRegistry,
+  UnknownDeploymentError,
+} from "../../domain/proxies/proxy-registry";
 import { observeTransaction } from "../../domain/telemetry/transaction";
-import { LeaksignalService, type UpdatePolicyResponse } from "../../generated/leaksignal";
+import { LeaksignalService, type MatchDataResponse, type UpdatePolicyResponse } from "../../generated/leaksignal";
 import type { Logger } from "../../ports/logger.port";
 import type { TelemetrySink } from "../../ports/telemetry-sink.port";
-import { bidiMethod, GrpcError, type GrpcMethod, GrpcStatus, unaryMethod } from "./grpc-call";
+import {
+  bidiMethod,
+  GrpcError,
+  type GrpcMethod,
+  type GrpcMethodDefinition,
+  GrpcStatus,
+  unaryMethod,
+} from "./grpc-call";
+import { type MatchDataReport, readMatchData } from "./match-data-reader";
 
 const END_MESSAGES: Record<PolicyStreamEnd, string> = {
   shutdown: "leakagent is shutting down; reconnect to another instance",
   deployment_removed: "the deployment was removed from the agent's configuration",
+  key_revoked: "the api key this proxy connected with no longer opens its deployment",
+};
+
+const NO_BYTES = Buffer.alloc(0);
+
+/**
+ * MatchData as the hot path serves it: requests decoded only as far as the metrics read them
+ * (match-data-reader.ts), and the response, an empty message, never serialized.
+ */
+const MATCH_DATA: GrpcMethodDefinition<MatchDataReport, MatchDataResponse> = {
+  ...LeaksignalService.matchData,
+  requestDeserialize: readMatchData,
+  responseSerialize: () => NO_BYTES,
 };
 
 /** The `leaksignal.Leaksignal` service, keyed by `:path`. */
@@ -19,6 +46,11 @@ export function leaksignalMethods(
 ): ReadonlyMap<string, GrpcMethod> {
   // Only here do domain errors become gRPC statuses.
   const turnAway = (error: unknown, peerIp: string): GrpcError => {
+    if (error instanceof PolicyStreamLimitError) {
+      telemetry.requestRejected("policy_stream_limit");
+      logger.debug("policy stream refused: limit reached", { peer: peerIp, limit: error.limit });
+      return new GrpcError(GrpcStatus.RESOURCE_EXHAUSTED, error.message);
+    }
     if (!(error instanceof UnknownDeploymentError)) throw error;
     telemetry.requestRejected("unknown_deployment");
     // The claimed name is the proxy's api key: never logged.
@@ -26,9 +58,23 @@ export function leaksignalMethods(
     return new GrpcError(GrpcStatus.UNAUTHENTICATED, error.message);
   };
 
+  // A proxy presents the same credential on every report of its connection; resolving one costs a
+  // SHA-256 (deployment-set.ts), so it is done once per connection and configuration. The cached
+  // credential is only ever compared with what the same connection presented before.
+  const resolved = new WeakMap<object, { credential: string; deployments: DeploymentSet; deployment: Deployment }>();
+  const resolve = (request: MatchDataReport, connection: object | undefined): Deployment | undefined => {
+    const credential = claimedDeployment(request);
+    const deployments = registry.current;
+    const known = connection && resolved.get(connection);
+    if (known && known.credential === credential && known.deployments === deployments) return known.deployment;
+    const deployment = registry.resolve(request);
+    if (deployment && connection) resolved.set(connection, { credential, deployments, deployment });
+    return deployment;
+  };
+
   const methods = [
-    unaryMethod(LeaksignalService.matchData, (request, call) => {
-      const deployment = registry.resolve(request);
+    unaryMethod(MATCH_DATA, (request, call) => {
+      const deployment = resolve(request, call.connection);
       if (!deployment) throw turnAway(new UnknownDeploymentError(claimedDeployment(request)), call.peerIp);
       telemetry.transactionObserved(observeTransaction(deployment.name, request));
       return {};

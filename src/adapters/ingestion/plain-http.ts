@@ -5,7 +5,13 @@ import type { Logger } from "../../ports/logger.port";
 import type { HttpReply, HttpRequest, HttpRoute } from "./http-route";
 
 // Plain HTTP on the ingestion port, the same over HTTP/1.1 and HTTP/2: the status line at `/`
-// for probes and humans, and the registered routes (e.g. the proxy's Wasm under /proxy/).
+// for probes and humans, readiness at `/ready`, and the registered routes (e.g. the proxy's Wasm under /proxy/).
+
+/** The paths probes use; they answer without a client certificate when mutual TLS is on. */
+export function isProbePath(path: string): boolean {
+  const pathname = path.split("?", 1)[0];
+  return pathname === "/" || pathname === "/ready";
+}
 
 export class PlainHttp {
   private readonly routes: readonly HttpRoute[];
@@ -14,6 +20,8 @@ export class PlainHttp {
     routes: readonly HttpRoute[],
     private readonly status: () => string,
     private readonly logger: Logger,
+    /** False once the agent is draining: `/ready` then answers 503 so no new work is sent here. */
+    private readonly ready: () => boolean = () => true,
   ) {
     // Longest prefix first, so a more specific route wins whatever the registration order.
     this.routes = [...routes].sort((a, b) => b.prefix.length - a.prefix.length);
@@ -25,6 +33,7 @@ export class PlainHttp {
     }
     const pathname = request.path.split("?", 1)[0] ?? "";
     if (pathname === "/") return textReply(200, this.status());
+    if (pathname === "/ready") return this.ready() ? textReply(200, "ready") : textReply(503, "shutting down");
     const route = this.routes.find((candidate) => pathname.startsWith(candidate.prefix));
     if (!route) return textReply(404, "not found");
     try {

@@ -1,6 +1,7 @@
-import { Registry } from "prom-client";
+import { type Metric, type MetricObject, Registry } from "prom-client";
+import { type ExpositionFormat, escapeHelp, escapeLabelValue, exposedFamily, OwnFamily } from "./families";
 
-export type ExpositionFormat = "prometheus" | "openmetrics";
+export type { ExpositionFormat };
 
 export const CONTENT_TYPES: Readonly<Record<ExpositionFormat, string>> = {
   prometheus: Registry.PROMETHEUS_CONTENT_TYPE,
@@ -29,39 +30,40 @@ export function negotiateFormat(accept: string | undefined): ExpositionFormat {
   return openMetrics > 0 && openMetrics >= text ? "openmetrics" : "prometheus";
 }
 
-export function renderMetrics(registry: Registry, format: ExpositionFormat): Promise<string> {
-  return format === "openmetrics" ? renderOpenMetrics(registry) : registry.metrics();
+/**
+ * Every family of the registry in its order: the agent's own families (families.ts) render themselves,
+ * prom-client's through prom-client (text) or from their values (OpenMetrics).
+ *
+ * prom-client's own OpenMetrics mode is not used: it would expose LeakSignal's un-suffixed counters as
+ * `<name>_total`, a different series in Prometheus than the text format gives, and it renames the
+ * registry's `_total` counters in place for later scrapes (see exposedFamily).
+ */
+export async function renderMetrics(registry: Registry, format: ExpositionFormat): Promise<string> {
+  const families: string[] = [];
+  for (const metric of registry.getMetricsAsArray() as unknown[]) {
+    if (metric instanceof OwnFamily) families.push(metric.render(format));
+    else if (format === "prometheus")
+      families.push(await registry.getSingleMetricAsString((metric as MetricObject).name));
+    else families.push(await renderOpenMetricsFamily(metric as Metric));
+  }
+  return format === "openmetrics" ? `${families.join("\n")}\n# EOF\n` : `${families.join("\n\n")}\n`;
 }
 
-/**
- * OpenMetrics 1.0 from the registry's values. prom-client's own OpenMetrics mode is not used: it would
- * expose LeakSignal's un-suffixed counters as `<name>_total`, a different series in Prometheus than
- * the text format gives, and it renames the registry's `_total` counters in place for later scrapes.
- * Here a counter named `<x>_total` becomes the OpenMetrics counter `<x>` (samples still `<x>_total`),
- * and a counter without the suffix is typed `unknown`, so every sample keeps the name it has in text.
- */
-async function renderOpenMetrics(registry: Registry): Promise<string> {
-  const families = await registry.getMetricsAsJSON();
-  let out = "";
-  for (const family of families) {
-    // prom-client's typings say enum, its runtime says "counter", "gauge", ...
-    let type = String(family.type);
-    let name = family.name;
-    if (type === "counter") {
-      if (name.endsWith("_total")) name = name.slice(0, -"_total".length);
-      else type = "unknown";
+/** One prom-client family in OpenMetrics 1.0, from its values. */
+async function renderOpenMetricsFamily(metric: Metric): Promise<string> {
+  const family = await metric.get();
+  // prom-client's typings say enum, its runtime says "counter", "gauge", ...
+  const { name, type } = exposedFamily(family.name, String(family.type), "openmetrics");
+  let out = `# HELP ${name} ${escapeHelp(family.help, "openmetrics")}\n# TYPE ${name} ${type}`;
+  for (const sample of family.values as { metricName?: string; labels: object; value: number }[]) {
+    let labels = "";
+    for (const [label, value] of Object.entries(sample.labels)) {
+      const pair = `${label}="${escapeLabelValue(labelValue(value))}"`;
+      labels += labels ? `,${pair}` : pair;
     }
-    out += `# HELP ${name} ${escapeText(family.help)}\n# TYPE ${name} ${type}\n`;
-    for (const sample of family.values as { metricName?: string; labels: object; value: number }[]) {
-      let labels = "";
-      for (const [label, value] of Object.entries(sample.labels)) {
-        const pair = `${label}="${escapeText(labelValue(value))}"`;
-        labels += labels ? `,${pair}` : pair;
-      }
-      out += `${sample.metricName ?? family.name}${labels ? `{${labels}}` : ""} ${number(sample.value)}\n`;
-    }
+    out += `\n${sample.metricName ?? family.name}${labels ? `{${labels}}` : ""} ${number(sample.value)}`;
   }
-  return `${out}# EOF\n`;
+  return out;
 }
 
 function labelValue(value: unknown): string {
@@ -73,9 +75,4 @@ function number(value: number): string {
   if (value === Number.POSITIVE_INFINITY) return "+Inf";
   if (value === Number.NEGATIVE_INFINITY) return "-Inf";
   return String(value);
-}
-
-/** OpenMetrics escapes backslash, newline and double quote in both label values and help. */
-function escapeText(text: string): string {
-  return text.replace(/[\\\n"]/g, (char) => (char === "\n" ? "\\n" : `\\${char}`));
 }

@@ -1,6 +1,15 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, type Registry } from "prom-client";
 import type { CategoryMatchCount, TransactionLabels, TransactionObservation } from "../../domain/telemetry/transaction";
 import type { RejectionReason, TelemetrySink } from "../../ports/telemetry-sink.port";
+import {
+  CounterFamily,
+  CounterSeries,
+  extendLabelSet,
+  HistogramFamily,
+  HistogramSeries,
+  type LabelSet,
+  labelSet,
+} from "./families";
 
 /** Milliseconds, 0.1 ms .. 60 s: matchers take well under a millisecond, slow uploads take seconds. */
 export const TIME_BUCKETS_MS = [
@@ -26,23 +35,28 @@ const TRANSACTION_LABELS = [
   "token",
 ] as const;
 
-type Child = Counter.Internal;
-type HistogramChild = Histogram.Internal<string>;
+const STATUS_LABELS = ["status"] as const;
+const MATCH_COUNT_LABELS = ["in_response", "in_header", "category"] as const;
 
-/** The children of one transaction label combination, so the hot path never builds label objects. */
+type Child = Counter.Internal;
+
+/**
+ * Every series of one transaction label combination: the hot path finds them with one map lookup and
+ * updates plain numbers. Dropping the combination (a future series TTL) is deleting it from the map.
+ */
 interface TransactionSeries {
-  readonly values: readonly string[];
-  readonly matchTime: HistogramChild;
-  readonly requestTime: HistogramChild;
-  readonly responseTime: HistogramChild;
-  readonly requestSize: HistogramChild;
-  readonly responseSize: HistogramChild;
-  readonly status: Map<string, Child>;
-  /** leaksignal_match_count children by category, one map per context. */
-  readonly requestBodyMatches: Map<string, HistogramChild>;
-  readonly requestHeaderMatches: Map<string, HistogramChild>;
-  readonly responseBodyMatches: Map<string, HistogramChild>;
-  readonly responseHeaderMatches: Map<string, HistogramChild>;
+  readonly labels: LabelSet;
+  readonly matchTime: HistogramSeries;
+  readonly requestTime: HistogramSeries;
+  readonly responseTime: HistogramSeries;
+  readonly requestSize: HistogramSeries;
+  readonly responseSize: HistogramSeries;
+  readonly status: Map<string, CounterSeries>;
+  /** leaksignal_match_count by category, one map per context. */
+  readonly requestBodyMatches: Map<string, HistogramSeries>;
+  readonly requestHeaderMatches: Map<string, HistogramSeries>;
+  readonly responseBodyMatches: Map<string, HistogramSeries>;
+  readonly responseHeaderMatches: Map<string, HistogramSeries>;
 }
 
 /**
@@ -50,7 +64,6 @@ interface TransactionSeries {
  * names and labels of LeakSignal's Metrics.md so existing dashboards keep working.
  */
 export class PrometheusTelemetry implements TelemetrySink {
-  private readonly matchInbound: Counter<string>;
   private readonly proxyPull: Counter<string>;
   private readonly turnaway: Counter<string>;
   private readonly updateInit: Counter<string>;
@@ -60,16 +73,10 @@ export class PrometheusTelemetry implements TelemetrySink {
   private readonly configReloads: Counter<string>;
   private readonly configLastReloadSuccessful: Gauge<string>;
   private readonly configLastReloadSuccess: Gauge<string>;
-  private readonly statusCode: Counter<string>;
-  private readonly matchTime: Histogram<string>;
-  private readonly requestTime: Histogram<string>;
-  private readonly responseTime: Histogram<string>;
-  private readonly requestSize: Histogram<string>;
-  private readonly responseSize: Histogram<string>;
-  private readonly matchCount: Histogram<string>;
 
+  /** By deployment, policy path, local and peer service, direction, ip and token (NUL-separated). */
   private readonly series = new Map<string, TransactionSeries>();
-  private readonly inboundByDeployment = new Map<string, Child>();
+  private readonly inboundByDeployment = new Map<string, CounterSeries>();
   private readonly waitingByDeployment = new Map<string, Gauge.Internal<string>>();
   private readonly rejectedByReason = new Map<RejectionReason, Child>();
 
@@ -79,16 +86,30 @@ export class PrometheusTelemetry implements TelemetrySink {
     // LeakSignal's own counters carry no _total suffix; dashboards query these exact names.
     const legacyCounter = (name: string, help: string, labelNames: readonly string[]) =>
       new Counter({ name, help, labelNames, registers });
-    const histogram = (name: string, help: string, buckets: readonly number[], extraLabels: readonly string[] = []) =>
-      new Histogram({
-        name,
-        help,
-        labelNames: [...TRANSACTION_LABELS, ...extraLabels],
-        buckets: [...buckets],
-        registers,
-      });
+    // The families every report updates are the agent's own (families.ts); the rest stay prom-client's.
+    const transactions = (visit: (series: TransactionSeries) => void) => {
+      for (const series of this.series.values()) visit(series);
+    };
+    // A histogram series exists once observed, as in prom-client.
+    const histogram = (
+      name: string,
+      help: string,
+      bounds: readonly number[],
+      pick: (s: TransactionSeries) => HistogramSeries,
+    ) =>
+      new HistogramFamily({ name, help, labelNames: TRANSACTION_LABELS }, bounds, (visit) =>
+        transactions((series) => {
+          const observed = pick(series);
+          if (observed.count > 0) visit(observed);
+        }),
+      ).register(registry);
 
-    this.matchInbound = legacyCounter("leakagent_match_inbound", "Transaction reports received.", ["deployment"]);
+    new CounterFamily(
+      { name: "leakagent_match_inbound", help: "Transaction reports received.", labelNames: ["deployment"] },
+      (visit) => {
+        for (const inbound of this.inboundByDeployment.values()) visit(inbound);
+      },
+    ).register(registry);
     this.proxyPull = legacyCounter("leakagent_proxy_pull", "Proxy module downloads served.", ["key"]);
     this.turnaway = legacyCounter(
       "leakagent_policy_update_turnaway",
@@ -139,63 +160,91 @@ export class PrometheusTelemetry implements TelemetrySink {
       registers,
     }).set({ version, node_version: process.versions.node }, 1);
     collectDefaultMetrics({ register: registry });
+    // prom-client's gauges named like counters (promtool flags them); nodejs_active_handles etc. by type remain.
+    for (const name of [
+      "nodejs_active_handles_total",
+      "nodejs_active_requests_total",
+      "nodejs_active_resources_total",
+    ]) {
+      registry.removeSingleMetric(name);
+    }
 
-    this.statusCode = legacyCounter("leaksignal_status_code", "Responses by HTTP status code.", [
-      ...TRANSACTION_LABELS,
-      "status",
-    ]);
-    this.matchTime = histogram("leaksignal_match_time_ms", "Time spent in all matchers, in ms.", TIME_BUCKETS_MS);
-    this.requestTime = histogram(
+    new CounterFamily(
+      {
+        name: "leaksignal_status_code",
+        help: "Responses by HTTP status code.",
+        labelNames: [...TRANSACTION_LABELS, ...STATUS_LABELS],
+      },
+      (visit) => transactions((series) => series.status.forEach(visit)),
+    ).register(registry);
+    histogram("leaksignal_match_time_ms", "Time spent in all matchers, in ms.", TIME_BUCKETS_MS, (s) => s.matchTime);
+    histogram(
       "leaksignal_request_time_ms",
       "First request header to end of request body, in ms.",
       TIME_BUCKETS_MS,
+      (s) => s.requestTime,
     );
-    this.responseTime = histogram(
+    histogram(
       "leaksignal_response_time_ms",
       "End of request body to end of response body, in ms.",
       TIME_BUCKETS_MS,
+      (s) => s.responseTime,
     );
-    this.requestSize = histogram("leaksignal_request_size_bytes", "Request body size in bytes.", SIZE_BUCKETS_BYTES);
-    this.responseSize = histogram("leaksignal_response_size_bytes", "Response body size in bytes.", SIZE_BUCKETS_BYTES);
-    this.matchCount = histogram(
-      "leaksignal_match_count",
-      "Matches of one category in one context of a transaction.",
+    histogram("leaksignal_request_size_bytes", "Request body size in bytes.", SIZE_BUCKETS_BYTES, (s) => s.requestSize);
+    histogram(
+      "leaksignal_response_size_bytes",
+      "Response body size in bytes.",
+      SIZE_BUCKETS_BYTES,
+      (s) => s.responseSize,
+    );
+    new HistogramFamily(
+      {
+        name: "leaksignal_match_count",
+        help: "Matches of one category in one context of a transaction.",
+        labelNames: [...TRANSACTION_LABELS, ...MATCH_COUNT_LABELS],
+      },
       MATCH_COUNT_BUCKETS,
-      ["in_response", "in_header", "category"],
-    );
+      (visit) =>
+        transactions((series) => {
+          series.requestBodyMatches.forEach(visit);
+          series.requestHeaderMatches.forEach(visit);
+          series.responseBodyMatches.forEach(visit);
+          series.responseHeaderMatches.forEach(visit);
+        }),
+    ).register(registry);
   }
 
   transactionObserved(observation: TransactionObservation): void {
     const { labels } = observation;
     let inbound = this.inboundByDeployment.get(labels.deployment);
     if (inbound === undefined) {
-      inbound = this.matchInbound.labels(labels.deployment);
+      inbound = new CounterSeries(labelSet(["deployment"], [labels.deployment]));
       this.inboundByDeployment.set(labels.deployment, inbound);
     }
-    inbound.inc();
+    inbound.value++;
 
     // Envoy refuses NUL in header values (where ip and token come from), so NUL keeps the key unambiguous.
     const key = `${labels.deployment}\0${labels.policyPath}\0${labels.localService}\0${labels.peerService}\0${labels.isOutbound}\0${labels.ip}\0${labels.token}`;
     let series = this.series.get(key);
     if (series === undefined) {
-      series = this.createSeries(labels);
+      series = createSeries(labels);
       this.series.set(key, series);
     }
 
     if (observation.status !== undefined) {
       let status = series.status.get(observation.status);
       if (status === undefined) {
-        status = this.statusCode.labels(...series.values, observation.status);
+        status = new CounterSeries(extendLabelSet(series.labels, STATUS_LABELS, [observation.status]));
         series.status.set(observation.status, status);
       }
-      status.inc();
+      status.value++;
     }
     if (observation.matchTimeMs !== undefined) series.matchTime.observe(observation.matchTimeMs);
     if (observation.requestTimeMs !== undefined) series.requestTime.observe(observation.requestTimeMs);
     if (observation.responseTimeMs !== undefined) series.responseTime.observe(observation.responseTimeMs);
     series.requestSize.observe(observation.requestSizeBytes);
     series.responseSize.observe(observation.responseSizeBytes);
-    for (const match of observation.matchCounts) this.matchCountChild(series, match).observe(match.count);
+    for (const match of observation.matchCounts) matchCountSeries(series, match).observe(match.count);
   }
 
   policyStreamOpened(deployment: string, ip: string, policyId: string): void {
@@ -237,50 +286,46 @@ export class PrometheusTelemetry implements TelemetrySink {
     this.configLastReloadSuccessful.set(success ? 1 : 0);
     if (success) this.configLastReloadSuccess.set(Date.now() / 1000);
   }
+}
 
-  private createSeries(labels: TransactionLabels): TransactionSeries {
-    const values = [
-      labels.deployment,
-      labels.policyPath,
-      labels.localService,
-      labels.peerService,
-      labels.isOutbound,
-      labels.ip,
-      labels.token,
-    ];
-    return {
-      values,
-      matchTime: this.matchTime.labels(...values),
-      requestTime: this.requestTime.labels(...values),
-      responseTime: this.responseTime.labels(...values),
-      requestSize: this.requestSize.labels(...values),
-      responseSize: this.responseSize.labels(...values),
-      status: new Map(),
-      requestBodyMatches: new Map(),
-      requestHeaderMatches: new Map(),
-      responseBodyMatches: new Map(),
-      responseHeaderMatches: new Map(),
-    };
-  }
+function createSeries(labels: TransactionLabels): TransactionSeries {
+  const set = labelSet(TRANSACTION_LABELS, [
+    labels.deployment,
+    labels.policyPath,
+    labels.localService,
+    labels.peerService,
+    labels.isOutbound,
+    labels.ip,
+    labels.token,
+  ]);
+  return {
+    labels: set,
+    matchTime: new HistogramSeries(set, TIME_BUCKETS_MS),
+    requestTime: new HistogramSeries(set, TIME_BUCKETS_MS),
+    responseTime: new HistogramSeries(set, TIME_BUCKETS_MS),
+    requestSize: new HistogramSeries(set, SIZE_BUCKETS_BYTES),
+    responseSize: new HistogramSeries(set, SIZE_BUCKETS_BYTES),
+    status: new Map(),
+    requestBodyMatches: new Map(),
+    requestHeaderMatches: new Map(),
+    responseBodyMatches: new Map(),
+    responseHeaderMatches: new Map(),
+  };
+}
 
-  private matchCountChild(series: TransactionSeries, match: CategoryMatchCount): HistogramChild {
-    const byCategory = match.inResponse
-      ? match.inHeader
-        ? series.responseHeaderMatches
-        : series.responseBodyMatches
-      : match.inHeader
-        ? series.requestHeaderMatches
-        : series.requestBodyMatches;
-    let child = byCategory.get(match.category);
-    if (child === undefined) {
-      child = this.matchCount.labels(
-        ...series.values,
-        match.inResponse ? "true" : "false",
-        match.inHeader ? "true" : "false",
-        match.category,
-      );
-      byCategory.set(match.category, child);
-    }
-    return child;
+function matchCountSeries(series: TransactionSeries, match: CategoryMatchCount): HistogramSeries {
+  const byCategory = match.inResponse
+    ? match.inHeader
+      ? series.responseHeaderMatches
+      : series.responseBodyMatches
+    : match.inHeader
+      ? series.requestHeaderMatches
+      : series.requestBodyMatches;
+  let counts = byCategory.get(match.category);
+  if (counts === undefined) {
+    const context = [match.inResponse ? "true" : "false", match.inHeader ? "true" : "false", match.category];
+    counts = new HistogramSeries(extendLabelSet(series.labels, MATCH_COUNT_LABELS, context), MATCH_COUNT_BUCKETS);
+    byCategory.set(match.category, counts);
   }
+  return counts;
 }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { open, realpath } from "node:fs/promises";
+import { open, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../../ports/logger.port";
 import type { HttpRequest } from "../ingestion/http-route";
@@ -21,16 +21,29 @@ export class BundleFiles {
   constructor(private readonly logger: Logger) {}
 
   async serve(root: string, segments: readonly string[], request: HttpRequest): Promise<ProxyReply> {
+    // A missing or unreadable directory is the agent's fault, not the request's, and passes (a volume being
+    // remounted, an image being replaced): 503, which Envoy retries, rather than a 404 it would believe.
     let realRoot: string;
     try {
       realRoot = await realpath(root);
-      this.warnedMissingRoot = undefined;
+      if (!(await stat(realRoot)).isDirectory()) throw new Error("not a directory");
     } catch (error) {
       if (this.warnedMissingRoot !== root) {
         this.warnedMissingRoot = root;
-        this.logger.warn("proxy bundle directory is not readable", { path: root, reason: describe(error) });
+        this.logger.warn("proxy bundle directory is missing or unreadable; answering 503 until it is back", {
+          path: root,
+          reason: describe(error),
+        });
       }
-      return textReply(404, "Not found: the proxy bundle directory does not exist.", "not_found");
+      return textReply(
+        503,
+        "Service unavailable: the proxy bundle directory cannot be read; retry later.",
+        "unavailable",
+      );
+    }
+    if (this.warnedMissingRoot === root) {
+      this.warnedMissingRoot = undefined;
+      this.logger.info("proxy bundle directory is readable again", { path: root });
     }
 
     let file: string;

@@ -1,6 +1,7 @@
 /**
  * One MatchData report as the domain reads it: the subset of the wire message that
- * feeds metrics. The generated protobuf type satisfies it structurally.
+ * feeds metrics. The generated protobuf type satisfies it structurally; read-only, so a
+ * decoder may share one empty list or map among reports.
  * Timestamps are nanoseconds since the Unix epoch; 0 means "not recorded".
  */
 export interface ReportedMatch {
@@ -15,19 +16,19 @@ export interface ReportedHeader {
 /** A collected header of a current-generation proxy; `header` holds the value bytes. */
 export interface ReportedHeaderComponent {
   name: string;
-  matches: ReportedMatch[];
+  matches: readonly ReportedMatch[];
   header?: Uint8Array | undefined;
-  categoryPerformanceUs: { [category: string]: bigint };
+  categoryPerformanceUs: { readonly [category: string]: bigint };
 }
 
 export interface ReportedComponent {
   timeHeaderStart: bigint;
   timeBodyStart: bigint;
   timeBodyEnd: bigint;
-  headerMatches: ReportedHeaderComponent[];
-  bodyMatches: ReportedMatch[];
+  headerMatches: readonly ReportedHeaderComponent[];
+  bodyMatches: readonly ReportedMatch[];
   bodySize: bigint;
-  categoryPerformanceUs: { [category: string]: bigint };
+  categoryPerformanceUs: { readonly [category: string]: bigint };
 }
 
 export interface TransactionReport {
@@ -36,17 +37,17 @@ export interface TransactionReport {
   timeResponseStart: bigint;
   timeResponseBodyStart: bigint;
   timeResponseBodyEnd: bigint;
-  requestHeaders: ReportedHeader[];
-  responseHeaders: ReportedHeader[];
-  matches: ReportedMatch[];
+  requestHeaders: readonly ReportedHeader[];
+  responseHeaders: readonly ReportedHeader[];
+  matches: readonly ReportedMatch[];
   bodySize: bigint;
   // Both generations.
   policyPath: string;
   token: string;
   ip: string;
-  categoryPerformanceUs: { [category: string]: bigint };
-  connectionInfo: { [key: string]: string };
-  environment: { [key: string]: string };
+  categoryPerformanceUs: { readonly [category: string]: bigint };
+  connectionInfo: { readonly [key: string]: string };
+  environment: { readonly [key: string]: string };
   // Current proxies: the transaction as request and response components.
   request?: ReportedComponent | undefined;
   response?: ReportedComponent | undefined;
@@ -100,7 +101,8 @@ const UNKNOWN = "unknown";
 const SPIFFE_PREFIX = "spiffe://";
 const NS_SEGMENT = "/ns/";
 const SA_SEGMENT = "/sa/";
-const STATUS_HEADER = ":status";
+/** The pseudo-header that carries the response status, among collected headers and 2022 response headers. */
+export const STATUS_HEADER = ":status";
 const NS_PER_MS = 1e6;
 const NO_MATCHES: readonly CategoryMatchCount[] = Object.freeze([]);
 
@@ -144,8 +146,22 @@ function localService(environment: { [key: string]: string }): string {
 function peerService(connectionInfo: { [key: string]: string }, outbound: boolean): string {
   const keys = outbound ? CONNECTION_INFO.outbound : CONNECTION_INFO.inbound;
   const san = connectionInfo[keys.peerUriSan];
-  if (san) return spiffeService(san);
+  if (san) return peerServiceOfSan(san);
   return connectionInfo[keys.peerAddress] || UNKNOWN;
+}
+
+// The same few peers report over and over: remember their service names instead of rebuilding the
+// string on every report. Bounded, as SANs come from the proxies.
+const SERVICE_OF_SAN = new Map<string, string>();
+const MAX_REMEMBERED_SANS = 1024;
+
+function peerServiceOfSan(san: string): string {
+  let service = SERVICE_OF_SAN.get(san);
+  if (service === undefined) {
+    service = spiffeService(san);
+    if (SERVICE_OF_SAN.size < MAX_REMEMBERED_SANS) SERVICE_OF_SAN.set(san, service);
+  }
+  return service;
 }
 
 /** `spiffe://<trust-domain>/ns/<ns>/sa/<sa>` → `<trust-domain>/<ns>/<sa>`; any other SAN as is. */
@@ -164,11 +180,15 @@ export function spiffeService(san: string): string {
 /** The response's `:status`, from a current proxy's collected headers or a 2022 proxy's header list. */
 function responseStatus(report: TransactionReport): string | undefined {
   if (report.response) {
-    for (const header of report.response.headerMatches) {
+    const headers = report.response.headerMatches;
+    for (let i = 0; i < headers.length; i++) {
+      const header = headers[i] as ReportedHeaderComponent;
       if (header.name === STATUS_HEADER) return header.header ? statusFromBytes(header.header) : undefined;
     }
   }
-  for (const header of report.responseHeaders) {
+  const headers = report.responseHeaders;
+  for (let i = 0; i < headers.length; i++) {
+    const header = headers[i] as ReportedHeader;
     if (header.name === STATUS_HEADER) return header.value !== undefined ? statusFromText(header.value) : undefined;
   }
   return undefined;
@@ -212,7 +232,10 @@ const NOTHING_REPORTED = -1n;
 function addComponentPerformance(totalUs: bigint, component: ReportedComponent | undefined): bigint {
   if (!component) return totalUs;
   let total = addPerformance(totalUs, component.categoryPerformanceUs);
-  for (const header of component.headerMatches) total = addPerformance(total, header.categoryPerformanceUs);
+  const headers = component.headerMatches;
+  for (let i = 0; i < headers.length; i++) {
+    total = addPerformance(total, (headers[i] as ReportedHeaderComponent).categoryPerformanceUs);
+  }
   return total;
 }
 
@@ -249,10 +272,14 @@ function matchCounts(report: TransactionReport): readonly CategoryMatchCount[] {
   const { request, response } = report;
   let counts: MatchTally[] | undefined;
   let contextStart = 0;
+  // Indexed loops: this runs for every report, and array iterators are allocations.
   if (request) {
     counts = tally(counts, contextStart, request.bodyMatches, false, false);
     contextStart = counts?.length ?? 0;
-    for (const header of request.headerMatches) counts = tally(counts, contextStart, header.matches, false, true);
+    const headers = request.headerMatches;
+    for (let i = 0; i < headers.length; i++) {
+      counts = tally(counts, contextStart, (headers[i] as ReportedHeaderComponent).matches, false, true);
+    }
   }
   contextStart = counts?.length ?? 0;
   if (response) counts = tally(counts, contextStart, response.bodyMatches, true, false);
@@ -260,7 +287,10 @@ function matchCounts(report: TransactionReport): readonly CategoryMatchCount[] {
   counts = tally(counts, contextStart, report.matches, true, false);
   if (response) {
     contextStart = counts?.length ?? 0;
-    for (const header of response.headerMatches) counts = tally(counts, contextStart, header.matches, true, true);
+    const headers = response.headerMatches;
+    for (let i = 0; i < headers.length; i++) {
+      counts = tally(counts, contextStart, (headers[i] as ReportedHeaderComponent).matches, true, true);
+    }
   }
   return counts ?? NO_MATCHES;
 }
@@ -273,18 +303,19 @@ function tally(
   inHeader: boolean,
 ): MatchTally[] | undefined {
   let tallies = counts;
-  for (const match of matches) {
+  for (let m = 0; m < matches.length; m++) {
+    const category = (matches[m] as ReportedMatch).categoryName;
     tallies ??= [];
     let entry: MatchTally | undefined;
     for (let i = contextStart; i < tallies.length; i++) {
-      const candidate = tallies[i];
-      if (candidate?.category === match.categoryName) {
+      const candidate = tallies[i] as MatchTally;
+      if (candidate.category === category) {
         entry = candidate;
         break;
       }
     }
     if (entry) entry.count++;
-    else tallies.push({ category: match.categoryName, inResponse, inHeader, count: 1 });
+    else tallies.push({ category, inResponse, inHeader, count: 1 });
   }
   return tallies;
 }

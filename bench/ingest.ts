@@ -1,0 +1,157 @@
+import { type CoreLayout, coreLayout, pinSelf } from "./support/cores";
+import { probeGrpcStatus } from "./support/grpc-probe";
+import { type LoadResult, runH2load } from "./support/h2load";
+import { sampleValue, scrape } from "./support/metrics";
+import { DEFAULT_RESULTS_DIR, machineDetails, median, printTable, writeResults } from "./support/report";
+import { startAgent, startGrpcJsServer, startNoopResponder, type Target } from "./support/targets";
+import { encodedTransaction, grpcFrame } from "./support/transaction";
+
+export interface IngestOptions {
+  readonly runs: number;
+  readonly seconds: number;
+  readonly warmUpSeconds: number;
+  readonly clients: number;
+  readonly streams: number;
+  /** MatchData calls per target and run whose gRPC status is checked. */
+  readonly probeCalls: number;
+  readonly resultsDir: string;
+}
+
+export const INGEST_DEFAULTS: IngestOptions = {
+  runs: 5,
+  seconds: 10,
+  warmUpSeconds: 2,
+  clients: 8,
+  streams: 32,
+  probeCalls: 50,
+  resultsDir: DEFAULT_RESULTS_DIR,
+};
+
+export interface TargetRun extends LoadResult {
+  readonly probedOk: number;
+  readonly probed: number;
+  readonly probeFailures: readonly string[];
+  /** The agent only: reports it counted in leakagent_match_inbound during the run (≥ succeeded). */
+  readonly counted?: number;
+}
+
+export interface IngestResults {
+  readonly benchmark: "ingest";
+  readonly machine: ReturnType<typeof machineDetails>;
+  readonly options: IngestOptions;
+  readonly requestBytes: number;
+  readonly runs: Record<TargetName, TargetRun[]>;
+  readonly median: Record<TargetName, number>;
+  /** Median server CPU per MatchData, µs. */
+  readonly cpuUsPerRequest: Record<TargetName, number>;
+  readonly ratios: { readonly agentToNoop: number; readonly agentToGrpcJs: number };
+  readonly targets: { readonly agentToNoop: boolean; readonly agentToGrpcJs: boolean };
+  /** Every probed call of every target answered grpc-status 0, and the agent counted every report. */
+  readonly correct: boolean;
+}
+
+export type TargetName = "agent" | "noop" | "grpcJs";
+
+/** Benchmark 1: MatchData/s of the agent, a no-op responder and a plain grpc-js server, in the same run. */
+export async function ingestBenchmark(overrides: Partial<IngestOptions> = {}): Promise<IngestResults> {
+  const options = { ...INGEST_DEFAULTS, ...overrides };
+  const layout = coreLayout();
+  pinSelf(layout);
+  const message = encodedTransaction();
+  const body = grpcFrame(message);
+  const targets: Record<TargetName, Target> = {
+    agent: await startAgent(layout),
+    noop: await startNoopResponder(layout),
+    grpcJs: await startGrpcJsServer(layout),
+  };
+  const runs: Record<TargetName, TargetRun[]> = { agent: [], noop: [], grpcJs: [] };
+  try {
+    for (let run = 0; run < options.runs; run++) {
+      // Interleaved, so drift of a shared machine spreads over all three.
+      for (const name of ["agent", "noop", "grpcJs"] as const) {
+        runs[name].push(await measure(layout, targets[name], body, options));
+      }
+    }
+  } finally {
+    await Promise.all(Object.values(targets).map((target) => target.stop()));
+  }
+
+  const medians = {
+    agent: median(runs.agent.map((r) => r.requestsPerSecond)),
+    noop: median(runs.noop.map((r) => r.requestsPerSecond)),
+    grpcJs: median(runs.grpcJs.map((r) => r.requestsPerSecond)),
+  };
+  const cpu = (name: TargetName) => median(runs[name].map((r) => r.serverCpuUsPerRequest ?? Number.NaN));
+  const cpuUsPerRequest = { agent: cpu("agent"), noop: cpu("noop"), grpcJs: cpu("grpcJs") };
+  const ratios = { agentToNoop: medians.agent / medians.noop, agentToGrpcJs: medians.agent / medians.grpcJs };
+  const all = Object.values(runs).flat();
+  const results: IngestResults = {
+    benchmark: "ingest",
+    machine: machineDetails(layout.pinned),
+    options,
+    requestBytes: message.length,
+    runs,
+    median: medians,
+    cpuUsPerRequest,
+    ratios,
+    targets: { agentToNoop: ratios.agentToNoop >= 0.7, agentToGrpcJs: ratios.agentToGrpcJs >= 1.5 },
+    correct:
+      all.every((r) => r.probedOk === r.probed && r.succeeded > 0 && r.failed === 0 && r.errored === 0) &&
+      runs.agent.every((r) => (r.counted ?? 0) >= r.succeeded),
+  };
+  printIngest(results);
+  writeResults(options.resultsDir, "ingest", results);
+  return results;
+}
+
+async function measure(layout: CoreLayout, target: Target, body: Buffer, options: IngestOptions): Promise<TargetRun> {
+  const inbound = async () =>
+    target.metricsPort === undefined
+      ? 0
+      : (sampleValue((await scrape(target.metricsPort, "text")).body, 'leakagent_match_inbound{deployment="prod"}') ??
+        0);
+  const before = await inbound();
+  const load = await runH2load(layout, { port: target.port, body, ...options, serverPid: target.pid });
+  const probe = await probeGrpcStatus(target.port, body, options.probeCalls);
+  const counted = target.metricsPort === undefined ? undefined : (await inbound()) - before - probe.calls;
+  return {
+    ...load,
+    probedOk: probe.ok,
+    probed: probe.calls,
+    probeFailures: probe.failures.slice(0, 5),
+    ...(counted === undefined ? {} : { counted }),
+  };
+}
+
+const LABELS: Record<TargetName, string> = {
+  agent: "(a) agent",
+  noop: "(b) no-op node:http2",
+  grpcJs: "(c) @grpc/grpc-js",
+};
+
+function printIngest(results: IngestResults): void {
+  const rows = (Object.keys(LABELS) as TargetName[]).map((name) => ({
+    target: LABELS[name],
+    "median req/s": Math.round(results.median[name]),
+    runs: results.runs[name].map((r) => Math.round(r.requestsPerSecond)).join(" "),
+    "CPU us/call": results.cpuUsPerRequest[name],
+    "grpc-status 0": `${results.runs[name].reduce((n, r) => n + r.probedOk, 0)}/${results.runs[name].reduce((n, r) => n + r.probed, 0)}`,
+    "vs (a)": results.median.agent / results.median[name],
+  }));
+  printTable(
+    `Ingest: MatchData/s, ${results.requestBytes}-byte report, h2load -c ${results.options.clients} -m ${results.options.streams}, ${results.options.seconds} s x ${results.options.runs}${results.machine.pinned ? ", server and h2load on separate cores" : ""}`,
+    rows,
+  );
+  console.log(
+    `(a)/(b) = ${results.ratios.agentToNoop.toFixed(2)} (target >= 0.7: ${results.targets.agentToNoop ? "met" : "missed"}), ` +
+      `(a)/(c) = ${results.ratios.agentToGrpcJs.toFixed(2)} (target >= 1.5: ${results.targets.agentToGrpcJs ? "met" : "missed"}), ` +
+      `responses correct: ${results.correct}`,
+  );
+}
+
+if (require.main === module) {
+  ingestBenchmark().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,213 @@
+import { coreLayout, pinSelf } from "./support/cores";
+import { probeGrpcStatus } from "./support/grpc-probe";
+import { runH2load } from "./support/h2load";
+import { type Scrape, scrape } from "./support/metrics";
+import { DEFAULT_RESULTS_DIR, machineDetails, median, printTable, writeResults } from "./support/report";
+import { populateSeries } from "./support/series";
+import { startAgent, type Target } from "./support/targets";
+import { encodedTransaction, grpcFrame } from "./support/transaction";
+
+export interface ScrapeOptions {
+  /** Live series counts at which /metrics is rendered; ingest is measured at the last one. */
+  readonly seriesLevels: readonly number[];
+  /** Scrapes per format and level. */
+  readonly scrapes: number;
+  /** Alternating runs of ingest without and with scrapes. */
+  readonly runs: number;
+  readonly seconds: number;
+  readonly scrapeIntervalSeconds: number;
+  readonly clients: number;
+  readonly streams: number;
+  readonly resultsDir: string;
+}
+
+export const SCRAPE_DEFAULTS: ScrapeOptions = {
+  seriesLevels: [10_000, 100_000],
+  scrapes: 5,
+  runs: 3,
+  seconds: 20,
+  scrapeIntervalSeconds: 5,
+  clients: 8,
+  streams: 32,
+  resultsDir: DEFAULT_RESULTS_DIR,
+};
+
+type Format = "openmetrics" | "text";
+
+export interface RenderResult {
+  readonly format: Format;
+  readonly series: number;
+  readonly bytes: number;
+  /** Median scrape time, request to last byte. */
+  readonly ms: number;
+  readonly usPerLine: number;
+  /** Longest event-loop stall during any of these scrapes of an otherwise idle agent. */
+  readonly stallMs: number;
+}
+
+export interface ScrapeResults {
+  readonly benchmark: "scrape";
+  readonly machine: ReturnType<typeof machineDetails>;
+  readonly options: ScrapeOptions;
+  readonly render: RenderResult[];
+  readonly ingest: {
+    readonly series: number;
+    readonly withoutScrapes: number[];
+    readonly withScrapes: number[];
+    readonly ratio: number;
+    /** Longest event-loop stall of the agent while scraped under load (whatever caused it). */
+    readonly stallUnderLoadMs: number;
+    readonly scrapesUnderLoad: number;
+  };
+  readonly targets: { readonly usPerLine: boolean; readonly ingestRatio: boolean; readonly stall: boolean };
+  readonly correct: boolean;
+}
+
+/** Benchmark 3: /metrics at 10k and 100k live series, and ingest while Prometheus scrapes every 5 s. */
+export async function scrapeBenchmark(overrides: Partial<ScrapeOptions> = {}): Promise<ScrapeResults> {
+  const options = { ...SCRAPE_DEFAULTS, ...overrides };
+  const layout = coreLayout();
+  pinSelf(layout);
+  const agent = await startAgent(layout, { monitorEventLoop: true });
+  const metricsPort = agent.metricsPort as number;
+  const render: RenderResult[] = [];
+  const body = grpcFrame(encodedTransaction());
+  let ingest: ScrapeResults["ingest"];
+  let correct = true;
+  try {
+    for (const level of options.seriesLevels) {
+      await populateSeries(agent.port, metricsPort, level);
+      for (const format of ["openmetrics", "text"] as const) {
+        render.push(await measureRender(agent, format, options.scrapes));
+      }
+    }
+    const series = render[render.length - 1]?.series ?? 0;
+    const withoutScrapes: number[] = [];
+    const withScrapes: number[] = [];
+    const stalls: number[] = [];
+    let scrapesUnderLoad = 0;
+    for (let run = 0; run < options.runs; run++) {
+      const load = { port: agent.port, body, ...options, warmUpSeconds: 1 };
+      const quiet = await runH2load(layout, load);
+      withoutScrapes.push(quiet.requestsPerSecond);
+      const scraped = await whileScraping(agent, options.scrapeIntervalSeconds, () => runH2load(layout, load));
+      withScrapes.push(scraped.result.requestsPerSecond);
+      stalls.push(scraped.stallMs);
+      scrapesUnderLoad += scraped.scrapes;
+      correct &&= quiet.failed + quiet.errored + scraped.result.failed + scraped.result.errored === 0;
+    }
+    const probe = await probeGrpcStatus(agent.port, body, 20);
+    correct &&= probe.ok === probe.calls;
+    ingest = {
+      series,
+      withoutScrapes,
+      withScrapes,
+      ratio: median(withScrapes) / median(withoutScrapes),
+      stallUnderLoadMs: Math.max(...stalls),
+      scrapesUnderLoad,
+    };
+  } finally {
+    await agent.stop();
+  }
+  const results: ScrapeResults = {
+    benchmark: "scrape",
+    machine: machineDetails(layout.pinned),
+    options,
+    render,
+    ingest,
+    targets: {
+      usPerLine: render.every((r) => r.usPerLine <= 2),
+      ingestRatio: ingest.ratio >= 0.9,
+      stall: Math.max(ingest.stallUnderLoadMs, ...render.map((r) => r.stallMs)) <= 100,
+    },
+    correct: correct && render.every((r) => r.series > 0) && ingest.scrapesUnderLoad > 0,
+  };
+  printScrape(results);
+  writeResults(options.resultsDir, "scrape", results);
+  return results;
+}
+
+async function measureRender(agent: Target, format: Format, count: number): Promise<RenderResult> {
+  const port = agent.metricsPort as number;
+  await scrape(port, format); // warm
+  const scrapes: Scrape[] = [];
+  const stalls: number[] = [];
+  for (let i = 0; i < count; i++) {
+    await agent.eventLoopStall();
+    scrapes.push(await scrape(port, format));
+    stalls.push(await agent.eventLoopStall());
+  }
+  const ms = median(scrapes.map((s) => s.ms));
+  const lines = median(scrapes.map((s) => s.series));
+  return {
+    format,
+    series: lines,
+    bytes: median(scrapes.map((s) => s.bytes)),
+    ms,
+    usPerLine: (ms * 1000) / lines,
+    stallMs: Math.max(...stalls),
+  };
+}
+
+/** Runs `work` while scraping every `intervalSeconds`, as Prometheus would; with the longest stall meanwhile. */
+async function whileScraping<T>(
+  agent: Target,
+  intervalSeconds: number,
+  work: () => Promise<T>,
+): Promise<{ result: T; stallMs: number; scrapes: number }> {
+  const port = agent.metricsPort as number;
+  let scrapes = 0;
+  let scraping = Promise.resolve();
+  const tick = () => {
+    scraping = scraping.then(async () => {
+      await scrape(port);
+      scrapes++;
+    });
+  };
+  await agent.eventLoopStall();
+  tick();
+  const timer = setInterval(tick, intervalSeconds * 1000);
+  try {
+    const result = await work();
+    return { result, stallMs: await agent.eventLoopStall(), scrapes };
+  } finally {
+    clearInterval(timer);
+    await scraping;
+  }
+}
+
+function printScrape(results: ScrapeResults): void {
+  printTable(
+    "Scrape: /metrics rendering on an idle agent (median of scrapes)",
+    results.render.map((r) => ({
+      format: r.format,
+      series: r.series,
+      "size MiB": r.bytes / 2 ** 20,
+      "scrape ms": r.ms,
+      "us/line": r.usPerLine,
+      "max stall ms": r.stallMs,
+    })),
+  );
+  const { ingest } = results;
+  printTable(`Ingest at ${ingest.series} series, scraped every ${results.options.scrapeIntervalSeconds} s or not`, [
+    {
+      "without scrapes req/s": Math.round(median(ingest.withoutScrapes)),
+      "with scrapes req/s": Math.round(median(ingest.withScrapes)),
+      ratio: ingest.ratio,
+      "max stall under load ms": ingest.stallUnderLoadMs,
+      scrapes: ingest.scrapesUnderLoad,
+    },
+  ]);
+  const verdict = (met: boolean) => (met ? "met" : "missed");
+  console.log(
+    `<= 2 us/line: ${verdict(results.targets.usPerLine)}, with/without >= 0.9: ${verdict(results.targets.ingestRatio)}, ` +
+      `no stall > 100 ms: ${verdict(results.targets.stall)}, correct: ${results.correct}`,
+  );
+}
+
+if (require.main === module) {
+  scrapeBenchmark().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
+}
