@@ -133,25 +133,17 @@ describe.concurrent("leakagent validate (node dist/app/cli.js)", () => {
 });
 
 describe("leakagent through the package bin (npx, from the repo root)", () => {
-  it("validates good and bad files with the same exit codes and output, and reports its version", async () => {
-    const good = join(FIXTURES, "good/shop-policy.yaml");
+  // npx itself takes seconds to start on a busy machine: two calls prove the bin entry works,
+  // the node-run tests above cover the command's behaviour.
+  it("validates a bad file and reports its version", { timeout: 60_000 }, async () => {
     const bad = join(FIXTURES, "bad/syntax-error.yaml");
-    const unknownKeys = join(FIXTURES, "bad/unknown-keys.yaml");
     const npx = (...args: string[]) => run("npx", ["--no-install", "leakagent", ...args]);
-    const [passed, failed, strict, reported] = await Promise.all([
-      npx("validate", good),
-      npx("validate", bad),
-      npx("validate", "--strict", unknownKeys),
-      npx("--version"),
-    ]);
-    expect(passed).toMatchObject({ code: 0, stdout: `${good}: valid\n` });
+    const failed = await npx("validate", bad);
     expect(failed.code).toBe(1);
     expect(lines(failed.stdout)).toEqual([
       `${bad}:6:8: policies.example.categories.email: bad indentation of a mapping entry`,
       `${bad}: invalid`,
     ]);
-    expect(strict.code).toBe(1);
-    expect(lines(strict.stdout).at(-1)).toBe(`${unknownKeys}: invalid`);
-    expect(reported).toMatchObject({ code: 0, stdout: `leakagent ${version}\n` });
+    expect(await npx("--version")).toMatchObject({ code: 0, stdout: `leakagent ${version}\n` });
   });
 });
