@@ -15,6 +15,8 @@ export interface IngestOptions {
   /** MatchData calls per target and run whose gRPC status is checked. */
   readonly probeCalls: number;
   readonly resultsDir: string;
+  /** Another build's dist/app/main.js, measured alongside as "(a0) baseline" (before/after comparisons). */
+  readonly baselineAgent?: string | undefined;
 }
 
 export const INGEST_DEFAULTS: IngestOptions = {
@@ -25,6 +27,7 @@ export const INGEST_DEFAULTS: IngestOptions = {
   streams: 32,
   probeCalls: 50,
   resultsDir: DEFAULT_RESULTS_DIR,
+  baselineAgent: process.env.BENCH_BASELINE_MAIN || undefined,
 };
 
 export interface TargetRun extends LoadResult {
@@ -44,10 +47,22 @@ export interface IngestResults {
   readonly median: Record<TargetName, number>;
   /** Median server CPU per MatchData, µs. */
   readonly cpuUsPerRequest: Record<TargetName, number>;
-  readonly ratios: { readonly agentToNoop: number; readonly agentToGrpcJs: number };
+  readonly ratios: {
+    readonly agentToNoop: number;
+    readonly agentToGrpcJs: number;
+    /** The same comparisons by server CPU per call (noop CPU / agent CPU): less moved by a busy machine. */
+    readonly agentToNoopByCpu: number;
+    readonly agentToGrpcJsByCpu: number;
+  };
   readonly targets: { readonly agentToNoop: boolean; readonly agentToGrpcJs: boolean };
   /** Every probed call of every target answered grpc-status 0, and the agent counted every report. */
   readonly correct: boolean;
+  readonly baseline?: {
+    readonly main: string;
+    readonly runs: TargetRun[];
+    readonly median: number;
+    readonly cpuUsPerRequest: number;
+  };
 }
 
 export type TargetName = "agent" | "noop" | "grpcJs";
@@ -64,16 +79,19 @@ export async function ingestBenchmark(overrides: Partial<IngestOptions> = {}): P
     noop: await startNoopResponder(layout),
     grpcJs: await startGrpcJsServer(layout),
   };
+  const baselineTarget = options.baselineAgent ? await startAgent(layout, { main: options.baselineAgent }) : undefined;
   const runs: Record<TargetName, TargetRun[]> = { agent: [], noop: [], grpcJs: [] };
+  const baselineRuns: TargetRun[] = [];
   try {
     for (let run = 0; run < options.runs; run++) {
-      // Interleaved, so drift of a shared machine spreads over all three.
+      // Interleaved, so drift of a shared machine spreads over all of them.
       for (const name of ["agent", "noop", "grpcJs"] as const) {
         runs[name].push(await measure(layout, targets[name], body, options));
       }
+      if (baselineTarget) baselineRuns.push(await measure(layout, baselineTarget, body, options));
     }
   } finally {
-    await Promise.all(Object.values(targets).map((target) => target.stop()));
+    await Promise.all([...Object.values(targets), ...(baselineTarget ? [baselineTarget] : [])].map((t) => t.stop()));
   }
 
   const medians = {
@@ -83,7 +101,12 @@ export async function ingestBenchmark(overrides: Partial<IngestOptions> = {}): P
   };
   const cpu = (name: TargetName) => median(runs[name].map((r) => r.serverCpuUsPerRequest ?? Number.NaN));
   const cpuUsPerRequest = { agent: cpu("agent"), noop: cpu("noop"), grpcJs: cpu("grpcJs") };
-  const ratios = { agentToNoop: medians.agent / medians.noop, agentToGrpcJs: medians.agent / medians.grpcJs };
+  const ratios = {
+    agentToNoop: medians.agent / medians.noop,
+    agentToGrpcJs: medians.agent / medians.grpcJs,
+    agentToNoopByCpu: cpuUsPerRequest.noop / cpuUsPerRequest.agent,
+    agentToGrpcJsByCpu: cpuUsPerRequest.grpcJs / cpuUsPerRequest.agent,
+  };
   const all = Object.values(runs).flat();
   const results: IngestResults = {
     benchmark: "ingest",
@@ -98,6 +121,16 @@ export async function ingestBenchmark(overrides: Partial<IngestOptions> = {}): P
     correct:
       all.every((r) => r.probedOk === r.probed && r.succeeded > 0 && r.failed === 0 && r.errored === 0) &&
       runs.agent.every((r) => (r.counted ?? 0) >= r.succeeded),
+    ...(options.baselineAgent
+      ? {
+          baseline: {
+            main: options.baselineAgent,
+            runs: baselineRuns,
+            median: median(baselineRuns.map((r) => r.requestsPerSecond)),
+            cpuUsPerRequest: median(baselineRuns.map((r) => r.serverCpuUsPerRequest ?? Number.NaN)),
+          },
+        }
+      : {}),
   };
   printIngest(results);
   writeResults(options.resultsDir, "ingest", results);
@@ -130,14 +163,19 @@ const LABELS: Record<TargetName, string> = {
 };
 
 function printIngest(results: IngestResults): void {
-  const rows = (Object.keys(LABELS) as TargetName[]).map((name) => ({
-    target: LABELS[name],
-    "median req/s": Math.round(results.median[name]),
-    runs: results.runs[name].map((r) => Math.round(r.requestsPerSecond)).join(" "),
-    "CPU us/call": results.cpuUsPerRequest[name],
-    "grpc-status 0": `${results.runs[name].reduce((n, r) => n + r.probedOk, 0)}/${results.runs[name].reduce((n, r) => n + r.probed, 0)}`,
-    "vs (a)": results.median.agent / results.median[name],
-  }));
+  const row = (target: string, runs: readonly TargetRun[], median: number, cpu: number) => ({
+    target,
+    "median req/s": Math.round(median),
+    runs: runs.map((r) => Math.round(r.requestsPerSecond)).join(" "),
+    "CPU us/call": cpu,
+    "grpc-status 0": `${runs.reduce((n, r) => n + r.probedOk, 0)}/${runs.reduce((n, r) => n + r.probed, 0)}`,
+    "(a) vs it": results.median.agent / median,
+  });
+  const rows = (Object.keys(LABELS) as TargetName[]).map((name) =>
+    row(LABELS[name], results.runs[name], results.median[name], results.cpuUsPerRequest[name]),
+  );
+  const { baseline } = results;
+  if (baseline) rows.push(row("(a0) baseline agent", baseline.runs, baseline.median, baseline.cpuUsPerRequest));
   printTable(
     `Ingest: MatchData/s, ${results.requestBytes}-byte report, h2load -c ${results.options.clients} -m ${results.options.streams}, ${results.options.seconds} s x ${results.options.runs}${results.machine.pinned ? ", server and h2load on separate cores" : ""}`,
     rows,
@@ -146,6 +184,9 @@ function printIngest(results: IngestResults): void {
     `(a)/(b) = ${results.ratios.agentToNoop.toFixed(2)} (target >= 0.7: ${results.targets.agentToNoop ? "met" : "missed"}), ` +
       `(a)/(c) = ${results.ratios.agentToGrpcJs.toFixed(2)} (target >= 1.5: ${results.targets.agentToGrpcJs ? "met" : "missed"}), ` +
       `responses correct: ${results.correct}`,
+  );
+  console.log(
+    `by server CPU per call: (a)/(b) = ${results.ratios.agentToNoopByCpu.toFixed(2)}, (a)/(c) = ${results.ratios.agentToGrpcJsByCpu.toFixed(2)}`,
   );
 }
 

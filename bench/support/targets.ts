@@ -50,6 +50,8 @@ export interface AgentOptions {
   readonly nodeArgs?: readonly string[];
   /** Preload the event-loop monitor (see event-loop-monitor.cjs). */
   readonly monitorEventLoop?: boolean;
+  /** Another build's main.js instead of AGENT_MAIN. */
+  readonly main?: string;
 }
 
 /** (a) The built agent (dist/app/main.js) with a config file in a temp dir. */
@@ -67,7 +69,8 @@ export async function startAgent(layout: CoreLayout, options: AgentOptions = {})
     ...options.env,
   };
   const monitor = options.monitorEventLoop ? ["--require", join(__dirname, "event-loop-monitor.cjs")] : [];
-  const [command, args] = layout.server(process.execPath, [...(options.nodeArgs ?? []), ...monitor, AGENT_MAIN]);
+  const main = options.main ?? AGENT_MAIN;
+  const [command, args] = layout.server(process.execPath, [...(options.nodeArgs ?? []), ...monitor, main]);
   const stdio = options.monitorEventLoop ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"];
   const child = spawn(command, args, { env, stdio: stdio as ["ignore", "pipe", "pipe"], cwd: dir });
   const line = await firstLine(child, (l) => l.message === "serving");

@@ -8,9 +8,9 @@ import {
   FRAME,
   grpcFrame,
   grpcStatusName,
+  HTTP2_PREFACE,
   h2ErrorName,
   h2Frame,
-  HTTP2_PREFACE,
   hpackBlock,
   readFrames,
 } from "./wire";
@@ -23,6 +23,8 @@ export interface FuzzTarget {
   readonly port: number;
   /** One of a few shared HTTP/2 client sessions, reconnected when the agent has closed it. */
   session(rng: Rng): ClientHttp2Session;
+  /** A session of its own, for one call. */
+  freshSession(): ClientHttp2Session;
   /** Credentials that open a deployment: a name (name-as-key) and a secret api key. */
   readonly credentials: readonly string[];
   /** LS_MAX_MESSAGE_BYTES the agent runs with. */
@@ -297,8 +299,12 @@ function call(
   return new Promise((resolve) => {
     let label: string | undefined;
     let stream: ReturnType<ClientHttp2Session["request"]>;
+    // Node's HTTP/2 client can spin (and run out of memory) when a stream it resets shares a session with
+    // streams still writing bodies larger than the flow-control window: give those calls a session each.
+    const size = body.reduce((sum, chunk) => sum + chunk.length, 0);
+    const own = options.resetAfterWrite || size > 16 * 1024 ? target.freshSession() : undefined;
     try {
-      stream = target.session(rng).request(headers, { endStream: false });
+      stream = (own ?? target.session(rng)).request(headers, { endStream: false });
     } catch (error) {
       resolve(`client session unusable: ${(error as NodeJS.ErrnoException).code ?? error}`);
       return;
@@ -326,6 +332,7 @@ function call(
     stream.on("error", () => {});
     stream.on("close", () => {
       clearTimeout(timer);
+      own?.destroy();
       if (label === undefined && stream.rstCode && stream.rstCode !== h2.NGHTTP2_NO_ERROR) {
         label = `reset ${h2ErrorName(stream.rstCode)}`;
       }
@@ -423,7 +430,10 @@ const SMUGGLING: ReadonlyArray<{ name: string; request: string; expected?: numbe
     request:
       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n",
   },
-  { name: "duplicate CL", request: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!" },
+  {
+    name: "duplicate CL",
+    request: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+  },
   { name: "CL list", request: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!" },
   { name: "obs-fold TE", request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" },
   { name: "obs-fold header", request: "GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n" },
@@ -435,8 +445,14 @@ const SMUGGLING: ReadonlyArray<{ name: string; request: string; expected?: numbe
     request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
   },
   { name: "space before colon", request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" },
-  { name: "duplicate TE", request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n" },
-  { name: "chunk size overflow", request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n" },
+  {
+    name: "duplicate TE",
+    request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n",
+  },
+  {
+    name: "chunk size overflow",
+    request: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+  },
   { name: "negative CL", request: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n" },
   { name: "plus CL", request: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc" },
   { name: "huge CL", request: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n" },
@@ -445,7 +461,11 @@ const SMUGGLING: ReadonlyArray<{ name: string; request: string; expected?: numbe
   { name: "HTTP/9.9", request: "GET / HTTP/9.9\r\nHost: a\r\n\r\n" },
   { name: "absolute URI", request: "GET http://elsewhere/ HTTP/1.1\r\nHost: a\r\n\r\n" },
   { name: "pipelined", request: "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHost: a\r\n\r\n", expected: 2 },
-  { name: "h2c upgrade", request: "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n" },
+  {
+    name: "h2c upgrade",
+    request:
+      "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+  },
 ];
 
 function mutate(rng: Rng, text: string): Buffer {
@@ -478,7 +498,11 @@ export const INPUT_KINDS: readonly InputKind[] = [
   {
     name: "HTTP/2 garbage frames",
     weight: 12,
-    run: (rng, t) => h2Raw(t.port, Array.from({ length: rng.between(1, 5) }, () => randomFrame(rng))),
+    run: (rng, t) =>
+      h2Raw(
+        t.port,
+        Array.from({ length: rng.between(1, 5) }, () => randomFrame(rng)),
+      ),
   },
   { name: "HTTP/2 bad control frames", weight: 5, run: (rng, t) => h2Raw(t.port, badControlFrame(rng)) },
   {

@@ -32,6 +32,8 @@ export interface FuzzReport {
   /** Valid calls interleaved with the bad input that got a wrong answer: must be 0. */
   readonly validCallFailures: number;
   readonly rssBytes: { readonly before: number | undefined; readonly after: number | undefined };
+  /** Samples in the agent's /metrics exposition: growth here is label cardinality, not a leak. */
+  readonly metricSamples: { readonly before: number; readonly after: number };
   /** Error-level lines the agent logged. */
   readonly agentErrors: readonly string[];
   /** How the agent shut down after the run (SIGTERM): exit code 0 expected. */
@@ -72,6 +74,11 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const target: FuzzTarget = {
     port: agent.ingestionPort,
     session: (rng) => sessions.get(rng.int(4)),
+    freshSession: () => {
+      const session = connectH2(`http://127.0.0.1:${agent.ingestionPort}`);
+      session.on("error", () => {});
+      return session;
+    },
     credentials: CREDENTIALS,
     maxMessageBytes: MAX_MESSAGE_BYTES,
   };
@@ -84,6 +91,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const started = Date.now();
   const deadline = started + options.seconds * 1000;
   const rssBefore = rssBytes(pid);
+  const samplesBefore = countSamples(await agent.metrics());
   const kinds = INPUT_KINDS.filter(
     (kind) => !options.kinds?.length || options.kinds.some((k) => kind.name.toLowerCase().includes(k.toLowerCase())),
   );
@@ -91,7 +99,8 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const totalWeight = kinds.reduce((sum, kind) => sum + kind.weight, 0);
 
   const record = (kind: InputKind, outcome: string, ms: number) => {
-    const entry = (byKind[kind.name] ??= { inputs: 0, meanMs: 0, outcomes: {} });
+    const entry = byKind[kind.name] ?? { inputs: 0, meanMs: 0, outcomes: {} };
+    byKind[kind.name] = entry;
     entry.inputs++;
     entry.meanMs += (ms - entry.meanMs) / entry.inputs;
     entry.outcomes[outcome] = (entry.outcomes[outcome] ?? 0) + 1;
@@ -123,7 +132,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       const end = Math.min(options.count, sent + options.batchSize);
       let next = sent;
       const worker = async () => {
-        while (next < end && Date.now() < deadline && agent.child.exitCode === null) await runInput(next++);
+        while (next < end && Date.now() < deadline && !agentFailing(agent)) await runInput(next++);
       };
       await Promise.all(Array.from({ length: options.concurrency }, worker));
       sent = next;
@@ -131,7 +140,10 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       if (problem === undefined) passedChecks++;
       else {
         failedChecks.push(`after ${sent} inputs: ${problem}`);
+        // An agent that logged an uncaught exception is on its way out: give it time to exit.
+        await Promise.race([agent.exited, new Promise((resolve) => setTimeout(resolve, 3_000))]);
         if (agent.child.exitCode !== null || agent.child.signalCode !== null) crashes++;
+        break;
       }
       options.onBatch?.({ sent, elapsedSeconds: (Date.now() - started) / 1000, rssBytes: rssBytes(pid) });
     }
@@ -140,6 +152,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   }
   const seconds = (Date.now() - started) / 1000;
   const rssAfter = rssBytes(pid);
+  const samplesAfter = crashes > 0 ? 0 : countSamples(await agent.metrics().catch(() => ""));
   const exit = await agent.stop();
   return {
     seed: options.seed,
@@ -150,12 +163,23 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     healthChecks: { passed: passedChecks, failed: failedChecks },
     validCallFailures,
     rssBytes: { before: rssBefore, after: rssAfter },
+    metricSamples: { before: samplesBefore, after: samplesAfter },
     agentErrors: agent.logs.filter((line) => line.level === "error").map((line) => JSON.stringify(line)),
     exitCode: exit.code,
     byKind: Object.fromEntries(
       Object.entries(byKind).map(([name, kind]) => [name, { ...kind, meanMs: Math.round(kind.meanMs * 10) / 10 }]),
     ),
   };
+}
+
+/** Exited, or logged an error (an uncaught exception is logged before the agent exits): stop sending. */
+function agentFailing(agent: AgentProcess): boolean {
+  if (agent.child.exitCode !== null || agent.child.signalCode !== null) return true;
+  return agent.logs.some((line) => line.level === "error");
+}
+
+function countSamples(exposition: string): number {
+  return exposition.split("\n").filter((line) => line !== "" && !line.startsWith("#")).length;
 }
 
 function pickKind(rng: Rng, kinds: readonly InputKind[], totalWeight: number): InputKind {
@@ -215,12 +239,14 @@ export function fuzzTable(report: FuzzReport): string {
   const lines = [
     `seed ${report.seed}: ${report.inputs} inputs in ${report.seconds} s (${report.inputsPerSecond}/s)`,
     `crashes ${report.crashes}, health checks ${report.healthChecks.passed} passed / ${report.healthChecks.failed.length} failed, valid-call failures ${report.validCallFailures}, agent error logs ${report.agentErrors.length}, exit code ${report.exitCode}`,
-    `agent RSS ${mib(report.rssBytes.before)} before, ${mib(report.rssBytes.after)} after`,
+    `agent RSS ${mib(report.rssBytes.before)} before, ${mib(report.rssBytes.after)} after; metric samples ${report.metricSamples.before} before, ${report.metricSamples.after} after`,
     "",
     "| input kind | inputs | mean ms | outcomes (count) |",
     "| --- | ---: | ---: | --- |",
   ];
-  for (const [kind, { inputs, meanMs, outcomes }] of Object.entries(report.byKind).sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [kind, { inputs, meanMs, outcomes }] of Object.entries(report.byKind).sort(([a], [b]) =>
+    a.localeCompare(b),
+  )) {
     const listed = Object.entries(outcomes)
       .sort(([, a], [, b]) => b - a)
       .map(([outcome, n]) => `${outcome} (${n})`)

@@ -12,8 +12,13 @@ Defaults: --count ${FUZZ_DEFAULTS.count} --seconds ${FUZZ_DEFAULTS.seconds} --co
 Exits 1 when the agent crashed, failed a health check or answered a valid call wrongly.`;
 
 async function main(): Promise<void> {
-  const flags = readFlags(process.argv.slice(2), ["count", "seconds", "seed", "concurrency", "batch", "kinds", "json"], USAGE);
-  if (!existsSync(resolve(__dirname, "../../dist/app/main.js"))) throw new Error("dist/app/main.js missing: run `npm run build` first");
+  const flags = readFlags(
+    process.argv.slice(2),
+    ["count", "seconds", "seed", "concurrency", "batch", "kinds", "json"],
+    USAGE,
+  );
+  if (!existsSync(resolve(__dirname, "../../dist/app/main.js")))
+    throw new Error("dist/app/main.js missing: run `npm run build` first");
   const seed = numberFlag(flags, "seed", Math.floor(Math.random() * 2 ** 32)) >>> 0;
   console.log(`fuzz seed ${seed}`);
   const report = await runFuzz({
@@ -25,7 +30,7 @@ async function main(): Promise<void> {
     kinds: flags.get("kinds")?.split(",").filter(Boolean),
     onBatch: ({ sent, elapsedSeconds, rssBytes }) =>
       console.log(
-        `  ${sent} inputs, ${elapsedSeconds.toFixed(0)} s, agent RSS ${rssBytes === undefined ? "?" : (rssBytes / 2 ** 20).toFixed(1)} MiB`,
+        `  ${sent} inputs, ${elapsedSeconds.toFixed(0)} s, agent RSS ${rssBytes === undefined ? "?" : (rssBytes / 2 ** 20).toFixed(1)} MiB (fuzzer ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`,
       ),
   });
   console.log(`\n${fuzzTable(report)}`);

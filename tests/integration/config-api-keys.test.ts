@@ -17,7 +17,10 @@ function errorsOf(text: string): string[] {
 
 describe("api_keys in the config file", () => {
   it("gives listed deployments their keys and leaves the others on name-as-key", () => {
-    const { config } = parseConfig(`${POLICIES}api_keys:\n  shop: [sk-shop-1, "sk-shop-2"]\n  back:\n    - "0042"\n`, "c");
+    const { config } = parseConfig(
+      `${POLICIES}api_keys:\n  shop: [sk-shop-1, "sk-shop-2"]\n  back:\n    - "0042"\n`,
+      "c",
+    );
     const set = config.deployments;
     expect(set.resolve("sk-shop-1")?.name).toBe("shop");
     expect(set.resolve("sk-shop-2")?.name).toBe("shop");

@@ -2,7 +2,7 @@ import { type ClientHttp2Session, connect, type IncomingHttpHeaders, type Outgoi
 import { type IngestionConfig, IngestionServer } from "../../src/adapters/ingestion/ingestion-server";
 import { createDeployment, type Deployment } from "../../src/domain/policy/deployment";
 import { DeploymentSet } from "../../src/domain/policy/deployment-set";
-import { ProxyRegistry } from "../../src/domain/proxies/proxy-registry";
+import { type PolicyStreamLimits, ProxyRegistry } from "../../src/domain/proxies/proxy-registry";
 import { RecordingTelemetry } from "../support/recording-telemetry";
 
 export const alpha = createDeployment("alpha", "categories:\n  email:\n    Matchers:\n      regexes: ['(?-u:\\b)x']\n");
@@ -24,10 +24,11 @@ export interface RunningIngestion {
 export async function startIngestion(
   options: Partial<IngestionConfig> = {},
   deployments: readonly Deployment[] = [alpha, beta],
+  policyStreamLimits?: PolicyStreamLimits,
 ): Promise<RunningIngestion> {
   const telemetry = new RecordingTelemetry();
   const logger = new RecordingLogger();
-  const registry = new ProxyRegistry(telemetry);
+  const registry = new ProxyRegistry(telemetry, policyStreamLimits);
   registry.replaceDeployments(new DeploymentSet(deployments));
   const status = () => `leakagent test: ${registry.current.size} deployments loaded`;
   const server = new IngestionServer(

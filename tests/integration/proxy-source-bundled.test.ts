@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rename, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -162,9 +162,30 @@ describe("bundled proxy source", () => {
     expect((await bodyOf(reply)).toString()).toMatch(/no proxy_source is configured/);
   });
 
-  it("answers 404 and warns once when the bundle directory is missing", async () => {
-    route.setSource({ type: "bundled", path: path.join(dir, "nowhere") });
-    for (let i = 0; i < 3; i++) expect((await route.handle(get(modulePath))).status).toBe(404);
-    expect(logger.at("warn")).toHaveLength(1);
+  it("answers 503 and warns once while the bundle directory is missing or not a directory, then serves again", async () => {
+    const away = path.join(dir, "away");
+    await rename(bundle, away);
+    for (let i = 0; i < 3; i++) expect((await route.handle(get(modulePath))).status).toBe(503);
+    await writeFile(bundle, "a file where the directory was\n");
+    const reply = await route.handle(get(modulePath));
+    expect(reply.status).toBe(503);
+    expect((await bodyOf(reply)).toString()).toMatch(/bundle directory cannot be read; retry later/);
+    expect(logger.at("warn")).toEqual([expect.stringMatching(/bundle directory is missing or unreadable/)]);
+    expect(telemetry.pulled).toEqual(["unavailable", "unavailable", "unavailable", "unavailable"]);
+
+    await rm(bundle);
+    await rename(away, bundle);
+    const back = await route.handle(get(modulePath));
+    expect(back.status).toBe(200);
+    expect(sha256(await bodyOf(back))).toBe(sha256(wasm));
+    expect(logger.at("info")).toEqual([expect.stringMatching(/bundle directory is readable again/)]);
+  });
+
+  it("finishes a download already under way when the bundle directory is deleted", async () => {
+    const reply = await route.handle(get(modulePath));
+    expect(isStream(reply)).toBe(true);
+    await rm(bundle, { recursive: true });
+    expect(sha256(await bodyOf(reply))).toBe(sha256(wasm));
+    expect((await route.handle(get(modulePath))).status).toBe(503);
   });
 });

@@ -115,7 +115,9 @@ describe("ProxyRegistry with api keys", () => {
     registry.connect({ apiKey: "open", deploymentName: "" }, "a", byName);
     registry.connect({ apiKey: SHOP_KEY, deploymentName: "" }, "b", moved);
     // `open` now wants a key, and the shop key now opens `open`.
-    registry.replaceDeployments(new DeploymentSet([createDeployment("open", open.policyText, [SHOP_KEY]), shop(["k2"])]));
+    registry.replaceDeployments(
+      new DeploymentSet([createDeployment("open", open.policyText, [SHOP_KEY]), shop(["k2"])]),
+    );
     expect(byName.ended).toBe("key_revoked");
     expect(moved.ended).toBe("key_revoked");
     expect(registry.waiting("open")).toBe(0);

@@ -1,6 +1,12 @@
-import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
+import {
+  createServer as createHttp1Server,
+  type Server as Http1Server,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
 import {
   createServer as createHttp2Server,
+  type Http2Server,
   type Http2Session,
   type IncomingHttpHeaders,
   type ServerHttp2Session,
@@ -101,8 +107,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export class IngestionServer {
   private readonly listener: Server;
-  private readonly http1;
-  private readonly http2;
+  private readonly http1: Http1Server;
+  private readonly http2: Http2Server;
   private readonly plain: PlainHttp;
   private readonly limits: IngestionLimits;
   private readonly keepalive: KeepaliveOptions;
@@ -163,7 +169,10 @@ export class IngestionServer {
         handshakeTimeout: limits.handshakeTimeoutMs,
       });
       server.on("secureConnection", (socket: TLSSocket) => this.sniff(socket));
-      server.on("tlsClientError", (error) => logger.debug("tls handshake failed", { error: `${error}` }));
+      server.on("tlsClientError", (error: NodeJS.ErrnoException) => {
+        if (error.code === "ERR_TLS_HANDSHAKE_TIMEOUT") this.reject("request_timeout", "tls handshake too slow", {});
+        else logger.debug("tls handshake failed", { error: `${error}` });
+      });
       this.listener = server;
     } else {
       this.listener = createNetServer({ noDelay: true });
@@ -176,15 +185,18 @@ export class IngestionServer {
     });
     this.http2.on("session", (session) => this.trackSession(session));
     this.http2.on("stream", (stream, headers) => {
-      const session = stream.session as ServerHttp2Session;
+      // Undefined when the connection is already gone by the time the stream is handed over.
+      const session = stream.session;
       this.streams++;
-      this.sessionStreams.set(session, (this.sessionStreams.get(session) ?? 0) + 1);
-      stream.once("close", () => {
+      if (session) this.sessionStreams.set(session, (this.sessionStreams.get(session) ?? 0) + 1);
+      // "close" comes once; `on` spares the wrapper `once` makes for every stream.
+      stream.on("close", () => {
         this.streams--;
-        const open = this.sessionStreams.get(session);
-        if (open !== undefined) this.sessionStreams.set(session, open - 1);
+        // Streams closed because their session failed are left counted, for the session error to see.
+        const open = session && this.sessionStreams.get(session);
+        if (open && !session.destroyed) this.sessionStreams.set(session, open - 1);
       });
-      if (this.unverified.has(session) && !isProbePath(headers[":path"] ?? "")) {
+      if (session && this.unverified.has(session) && !isProbePath(headers[":path"] ?? "")) {
         this.refuseUnverified(stream, headers);
       } else if (GRPC_CONTENT_TYPE.test(headers["content-type"] ?? "")) {
         const call = serveGrpc(stream, headers, this.methods, this.grpc);
@@ -333,7 +345,12 @@ export class IngestionServer {
       });
     }
     // A client that connects and says nothing is dropped (also covers a slow TLS client after its handshake).
-    socket.setTimeout(this.limits.handshakeTimeoutMs, () => socket.destroy());
+    const silent = () => {
+      this.reject("request_timeout", "connection sent nothing in time; closing it", { peer: socket.remoteAddress });
+      socket.destroy();
+    };
+    socket.setTimeout(this.limits.handshakeTimeoutMs);
+    socket.once("timeout", silent);
 
     let received: Buffer = Buffer.alloc(0);
     const sniff = (chunk: Buffer) => {
@@ -344,6 +361,7 @@ export class IngestionServer {
       socket.off("data", sniff);
       socket.pause();
       socket.setTimeout(0);
+      socket.off("timeout", silent);
       socket.unshift(received);
       if (http2) {
         this.http2.emit("connection", socket);
@@ -429,6 +447,7 @@ export class IngestionServer {
   private refuseUnverified(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     this.reject("client_certificate", "stream without a valid client certificate refused", { path: headers[":path"] });
     stream.on("error", () => {});
+    if (stream.destroyed || stream.closed) return;
     stream.resume();
     const grpc = GRPC_CONTENT_TYPE.test(headers["content-type"] ?? "");
     if (grpc) {

@@ -80,7 +80,7 @@ export function leaksignalMethods(
       return {};
     }),
 
-    bidiMethod(LeaksignalService.updatePolicy, (call) => {
+    bidiMethod(UPDATE_POLICY, (call) => {
       let unregister: (() => void) | undefined;
       return {
         message(request) {
@@ -111,10 +111,31 @@ export function leaksignalMethods(
 
 /** Both generations: 2022 proxies read the legacy fields 1-2, current ones `policy` (3). */
 function policyResponse(deployment: Deployment): UpdatePolicyResponse {
-  return {
-    legacyPolicyId: deployment.policyId,
-    legacyPolicy: deployment.policyText,
-    policy: { policyId: deployment.policyId, policy: deployment.policyText },
-    blockState: undefined,
-  };
+  let response = RESPONSES.get(deployment);
+  if (response === undefined) {
+    response = {
+      legacyPolicyId: deployment.policyId,
+      legacyPolicy: deployment.policyText,
+      policy: { policyId: deployment.policyId, policy: deployment.policyText },
+      blockState: undefined,
+    };
+    RESPONSES.set(deployment, response);
+  }
+  return response;
 }
+
+// A policy change goes to every connected proxy of the deployment at once: it is encoded once, not per
+// stream. Deployments are immutable (a change is a new object), so their responses can be kept by identity.
+const RESPONSES = new WeakMap<Deployment, UpdatePolicyResponse>();
+const ENCODED = new WeakMap<UpdatePolicyResponse, Buffer>();
+const UPDATE_POLICY: typeof LeaksignalService.updatePolicy = {
+  ...LeaksignalService.updatePolicy,
+  responseSerialize(response) {
+    let encoded = ENCODED.get(response);
+    if (encoded === undefined) {
+      encoded = LeaksignalService.updatePolicy.responseSerialize(response);
+      ENCODED.set(response, encoded);
+    }
+    return encoded;
+  },
+};

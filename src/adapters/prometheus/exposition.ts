@@ -30,6 +30,52 @@ export function negotiateFormat(accept: string | undefined): ExpositionFormat {
   return openMetrics > 0 && openMetrics >= text ? "openmetrics" : "prometheus";
 }
 
+/** Text is encoded in pieces of about this many characters. */
+const PIECE_CHARS = 64 * 1024;
+/** How long rendering runs before it lets the event loop (ingestion) have a turn. */
+const SLICE_MS = 10;
+/** The clock is read once per this many writes. */
+const WRITES_PER_CLOCK_CHECK = 64;
+
+/**
+ * Collects an exposition as UTF-8 pieces of ~64 KiB rather than one string: a 100k-series exposition is
+ * ~25 MB, and one string that size costs a long flattening pass and twice the memory before it is sent.
+ */
+export class ExpositionWriter {
+  private readonly pieces: Buffer[] = [];
+  private pending = "";
+  private writes = 0;
+  private sliceStarted = performance.now();
+
+  write(text: string): void {
+    this.pending += text;
+    if (this.pending.length >= PIECE_CHARS) this.flush();
+  }
+
+  /** True once this slice of rendering has run for SLICE_MS. */
+  due(): boolean {
+    if (++this.writes % WRITES_PER_CLOCK_CHECK !== 0) return false;
+    return performance.now() - this.sliceStarted >= SLICE_MS;
+  }
+
+  /** Lets queued I/O run (setImmediate comes after it), then starts a new slice. */
+  async pause(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.sliceStarted = performance.now();
+  }
+
+  finish(): Buffer[] {
+    this.flush();
+    return this.pieces;
+  }
+
+  private flush(): void {
+    if (this.pending === "") return;
+    this.pieces.push(Buffer.from(this.pending, "utf8"));
+    this.pending = "";
+  }
+}
+
 /**
  * Every family of the registry in its order: the agent's own families (families.ts) render themselves,
  * prom-client's through prom-client (text) or from their values (OpenMetrics).
@@ -38,15 +84,20 @@ export function negotiateFormat(accept: string | undefined): ExpositionFormat {
  * `<name>_total`, a different series in Prometheus than the text format gives, and it renames the
  * registry's `_total` counters in place for later scrapes (see exposedFamily).
  */
-export async function renderMetrics(registry: Registry, format: ExpositionFormat): Promise<string> {
-  const families: string[] = [];
+export async function renderMetrics(registry: Registry, format: ExpositionFormat): Promise<Buffer[]> {
+  const out = new ExpositionWriter();
+  // Text separates families by a blank line; OpenMetrics does not, and ends with # EOF.
+  const separator = format === "openmetrics" ? "\n" : "\n\n";
+  let first = true;
   for (const metric of registry.getMetricsAsArray() as unknown[]) {
-    if (metric instanceof OwnFamily) families.push(metric.render(format));
-    else if (format === "prometheus")
-      families.push(await registry.getSingleMetricAsString((metric as MetricObject).name));
-    else families.push(await renderOpenMetricsFamily(metric as Metric));
+    if (!first) out.write(separator);
+    first = false;
+    if (metric instanceof OwnFamily) await metric.render(format, out);
+    else if (format === "prometheus") out.write(await registry.getSingleMetricAsString((metric as MetricObject).name));
+    else out.write(await renderOpenMetricsFamily(metric as Metric));
   }
-  return format === "openmetrics" ? `${families.join("\n")}\n# EOF\n` : `${families.join("\n\n")}\n`;
+  out.write(format === "openmetrics" ? "\n# EOF\n" : "\n");
+  return out.finish();
 }
 
 /** One prom-client family in OpenMetrics 1.0, from its values. */

@@ -1,4 +1,5 @@
 import type { Registry } from "prom-client";
+import type { ExpositionWriter } from "./exposition";
 
 /*
  * Metric families the agent keeps and renders itself: the ones every transaction report updates.
@@ -74,7 +75,7 @@ interface PromClientValue {
   readonly metricName?: string;
 }
 
-/** A family kept by the agent. `forEach` visits its live series, in creation order. */
+/** A family kept by the agent. `series()` lists its live series, in creation order. */
 export abstract class OwnFamily<Series> {
   readonly name: string;
   readonly help: string;
@@ -84,7 +85,7 @@ export abstract class OwnFamily<Series> {
 
   constructor(
     options: FamilyOptions,
-    readonly forEach: (visit: (series: Series) => void) => void,
+    readonly series: () => Iterable<Series>,
   ) {
     this.name = options.name;
     this.help = options.help;
@@ -98,28 +99,32 @@ export abstract class OwnFamily<Series> {
     return this;
   }
 
-  /** The family in either exposition format, without a trailing newline (as prom-client renders one). */
-  render(format: ExpositionFormat): string {
+  /**
+   * Writes the family in either format, without a trailing newline (as prom-client renders one). Each
+   * series is written whole, so a histogram's buckets, sum and count always agree; between series the
+   * writer may let the event loop run, so a large family never blocks ingestion for long.
+   */
+  async render(format: ExpositionFormat, out: ExpositionWriter): Promise<void> {
     const { name, type } = exposedFamily(this.name, this.type, format);
-    let out = `# HELP ${name} ${escapeHelp(this.help, format)}\n# TYPE ${name} ${type}`;
-    out += this.renderSamples();
-    return out;
+    out.write(`# HELP ${name} ${escapeHelp(this.help, format)}\n# TYPE ${name} ${type}`);
+    for (const series of this.series()) {
+      out.write(this.samples(series));
+      if (out.due()) await out.pause();
+    }
   }
 
   /** prom-client's JSON form, for registry.getMetricsAsJSON() and the like; not used for scrapes. */
   async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: PromClientValue[] }> {
     const values: PromClientValue[] = [];
-    this.forEach((series) => {
-      this.collectValues(series, values);
-    });
+    for (const series of this.series()) this.collectValues(series, values);
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }
 
   /** prom-client's Registry.resetMetrics(); the agent never resets. */
   reset(): void {}
 
-  /** Every sample line, each preceded by "\n". */
-  protected abstract renderSamples(): string;
+  /** The sample lines of one series, each preceded by "\n". */
+  protected abstract samples(series: Series): string;
 
   protected abstract collectValues(series: Series, into: PromClientValue[]): void;
 
@@ -135,13 +140,9 @@ export abstract class OwnFamily<Series> {
 export class CounterFamily extends OwnFamily<CounterSeries> {
   readonly type = "counter";
 
-  protected renderSamples(): string {
-    const name = this.name;
-    let out = "";
-    this.forEach((series) => {
-      out += series.labels.text ? `\n${name}{${series.labels.text}} ${series.value}` : `\n${name} ${series.value}`;
-    });
-    return out;
+  protected samples(series: CounterSeries): string {
+    const labels = series.labels.text;
+    return labels ? `\n${this.name}{${labels}} ${series.value}` : `\n${this.name} ${series.value}`;
   }
 
   protected collectValues(series: CounterSeries, into: PromClientValue[]): void {
@@ -153,34 +154,33 @@ export class HistogramFamily extends OwnFamily<HistogramSeries> {
   readonly type = "histogram";
   /** `<name>_bucket{le="<bound>"` for each bound and +Inf, formatted once. */
   private readonly bucketPrefixes: readonly string[];
+  private readonly sumPrefix: string;
+  private readonly countPrefix: string;
 
   constructor(
     options: FamilyOptions,
     readonly bounds: readonly number[],
-    forEach: (visit: (series: HistogramSeries) => void) => void,
+    series: () => Iterable<HistogramSeries>,
   ) {
-    super(options, forEach);
+    super(options, series);
     this.bucketPrefixes = [...bounds.map(String), "+Inf"].map((le) => `\n${options.name}_bucket{le="${le}"`);
+    this.sumPrefix = `\n${options.name}_sum`;
+    this.countPrefix = `\n${options.name}_count`;
   }
 
-  protected renderSamples(): string {
+  protected samples(series: HistogramSeries): string {
     const prefixes = this.bucketPrefixes;
-    const sumLine = `\n${this.name}_sum`;
-    const countLine = `\n${this.name}_count`;
+    const labels = series.labels.text;
+    const inBucket = labels ? `,${labels}} ` : "} ";
+    const inLine = labels ? `{${labels}} ` : " ";
+    const counts = series.counts;
     let out = "";
-    this.forEach((series) => {
-      const labels = series.labels.text;
-      const inBucket = labels ? `,${labels}} ` : "} ";
-      const inLine = labels ? `{${labels}} ` : " ";
-      const counts = series.counts;
-      let cumulative = 0;
-      for (let i = 0; i < prefixes.length; i++) {
-        cumulative += counts[i] as number;
-        out += `${prefixes[i]}${inBucket}${cumulative}`;
-      }
-      out += `${sumLine}${inLine}${series.sum}${countLine}${inLine}${series.count}`;
-    });
-    return out;
+    let cumulative = 0;
+    for (let i = 0; i < prefixes.length; i++) {
+      cumulative += counts[i] as number;
+      out += `${prefixes[i]}${inBucket}${cumulative}`;
+    }
+    return `${out}${this.sumPrefix}${inLine}${series.sum}${this.countPrefix}${inLine}${series.count}`;
   }
 
   protected collectValues(series: HistogramSeries, into: PromClientValue[]): void {

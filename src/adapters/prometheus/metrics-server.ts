@@ -89,7 +89,7 @@ export class MetricsServer {
     const format = negotiateFormat(request.headers.accept);
     renderMetrics(this.registry, format).then(
       // Node sends no body for HEAD but keeps the content-length.
-      (body) => reply(response, 200, CONTENT_TYPES[format], body),
+      (pieces) => reply(response, 200, CONTENT_TYPES[format], pieces),
       (error: unknown) => {
         this.logger.error("metrics rendering failed", { error: (error as Error).message });
         reply(response, 500, "text/plain; charset=utf-8", "metrics unavailable\n");
@@ -98,12 +98,14 @@ export class MetricsServer {
   }
 }
 
-function reply(response: ServerResponse, status: number, contentType: string, body: string): void {
+function reply(response: ServerResponse, status: number, contentType: string, body: string | Buffer[]): void {
   if (response.destroyed) return;
+  const pieces = typeof body === "string" ? [Buffer.from(body)] : body;
   response.writeHead(status, {
     "content-type": contentType,
-    "content-length": Buffer.byteLength(body),
+    "content-length": pieces.reduce((length, piece) => length + piece.length, 0),
     vary: "Accept",
   });
-  response.end(body);
+  for (const piece of pieces) response.write(piece);
+  response.end();
 }

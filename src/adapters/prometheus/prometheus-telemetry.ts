@@ -74,8 +74,14 @@ export class PrometheusTelemetry implements TelemetrySink {
   private readonly configLastReloadSuccessful: Gauge<string>;
   private readonly configLastReloadSuccess: Gauge<string>;
 
-  /** By deployment, policy path, local and peer service, direction, ip and token (NUL-separated). */
-  private readonly series = new Map<string, TransactionSeries>();
+  /** Every transaction label combination, in creation order (the exposition's). */
+  private readonly series = new Set<TransactionSeries>();
+  /**
+   * The same, found one label at a time (deployment, policy path, local and peer service, direction,
+   * ip, token), so a report needs no key string built. Dropping a combination (a future series TTL)
+   * is deleting it from the set and from its last level.
+   */
+  private readonly byLabels: LabelLevel = new Map();
   private readonly inboundByDeployment = new Map<string, CounterSeries>();
   private readonly waitingByDeployment = new Map<string, Gauge.Internal<string>>();
   private readonly rejectedByReason = new Map<RejectionReason, Child>();
@@ -87,9 +93,7 @@ export class PrometheusTelemetry implements TelemetrySink {
     const legacyCounter = (name: string, help: string, labelNames: readonly string[]) =>
       new Counter({ name, help, labelNames, registers });
     // The families every report updates are the agent's own (families.ts); the rest stay prom-client's.
-    const transactions = (visit: (series: TransactionSeries) => void) => {
-      for (const series of this.series.values()) visit(series);
-    };
+    const series = this.series;
     // A histogram series exists once observed, as in prom-client.
     const histogram = (
       name: string,
@@ -97,18 +101,16 @@ export class PrometheusTelemetry implements TelemetrySink {
       bounds: readonly number[],
       pick: (s: TransactionSeries) => HistogramSeries,
     ) =>
-      new HistogramFamily({ name, help, labelNames: TRANSACTION_LABELS }, bounds, (visit) =>
-        transactions((series) => {
-          const observed = pick(series);
-          if (observed.count > 0) visit(observed);
-        }),
-      ).register(registry);
+      new HistogramFamily({ name, help, labelNames: TRANSACTION_LABELS }, bounds, function* () {
+        for (const transaction of series.values()) {
+          const observed = pick(transaction);
+          if (observed.count > 0) yield observed;
+        }
+      }).register(registry);
 
     new CounterFamily(
       { name: "leakagent_match_inbound", help: "Transaction reports received.", labelNames: ["deployment"] },
-      (visit) => {
-        for (const inbound of this.inboundByDeployment.values()) visit(inbound);
-      },
+      () => this.inboundByDeployment.values(),
     ).register(registry);
     this.proxyPull = legacyCounter("leakagent_proxy_pull", "Proxy module downloads served.", ["key"]);
     this.turnaway = legacyCounter(
@@ -175,7 +177,9 @@ export class PrometheusTelemetry implements TelemetrySink {
         help: "Responses by HTTP status code.",
         labelNames: [...TRANSACTION_LABELS, ...STATUS_LABELS],
       },
-      (visit) => transactions((series) => series.status.forEach(visit)),
+      function* () {
+        for (const transaction of series.values()) yield* transaction.status.values();
+      },
     ).register(registry);
     histogram("leaksignal_match_time_ms", "Time spent in all matchers, in ms.", TIME_BUCKETS_MS, (s) => s.matchTime);
     histogram(
@@ -204,13 +208,14 @@ export class PrometheusTelemetry implements TelemetrySink {
         labelNames: [...TRANSACTION_LABELS, ...MATCH_COUNT_LABELS],
       },
       MATCH_COUNT_BUCKETS,
-      (visit) =>
-        transactions((series) => {
-          series.requestBodyMatches.forEach(visit);
-          series.requestHeaderMatches.forEach(visit);
-          series.responseBodyMatches.forEach(visit);
-          series.responseHeaderMatches.forEach(visit);
-        }),
+      function* () {
+        for (const transaction of series.values()) {
+          yield* transaction.requestBodyMatches.values();
+          yield* transaction.requestHeaderMatches.values();
+          yield* transaction.responseBodyMatches.values();
+          yield* transaction.responseHeaderMatches.values();
+        }
+      },
     ).register(registry);
   }
 
@@ -223,12 +228,17 @@ export class PrometheusTelemetry implements TelemetrySink {
     }
     inbound.value++;
 
-    // Envoy refuses NUL in header values (where ip and token come from), so NUL keeps the key unambiguous.
-    const key = `${labels.deployment}\0${labels.policyPath}\0${labels.localService}\0${labels.peerService}\0${labels.isOutbound}\0${labels.ip}\0${labels.token}`;
-    let series = this.series.get(key);
+    let below = level(this.byLabels, labels.deployment);
+    below = level(below, labels.policyPath);
+    below = level(below, labels.localService);
+    below = level(below, labels.peerService);
+    below = level(below, labels.isOutbound);
+    below = level(below, labels.ip);
+    let series = below.get(labels.token) as TransactionSeries | undefined;
     if (series === undefined) {
       series = createSeries(labels);
-      this.series.set(key, series);
+      below.set(labels.token, series);
+      this.series.add(series);
     }
 
     if (observation.status !== undefined) {
@@ -286,6 +296,18 @@ export class PrometheusTelemetry implements TelemetrySink {
     this.configLastReloadSuccessful.set(success ? 1 : 0);
     if (success) this.configLastReloadSuccess.set(Date.now() / 1000);
   }
+}
+
+type LabelLevel = Map<string, LabelLevel | TransactionSeries>;
+
+/** The next level down for a label value, made on first use. */
+function level(parent: LabelLevel, value: string): LabelLevel {
+  let child = parent.get(value) as LabelLevel | undefined;
+  if (child === undefined) {
+    child = new Map();
+    parent.set(value, child);
+  }
+  return child;
 }
 
 function createSeries(labels: TransactionLabels): TransactionSeries {
