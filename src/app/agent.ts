@@ -118,6 +118,7 @@ export class Agent {
   private apply(config: AgentConfig): DeploymentChanges {
     const changes = this.parts.registry.replaceDeployments(config.deployments);
     this.parts.proxySource.setSource(config.proxySource);
+    this.parts.telemetry.configure(config.telemetry);
     return changes;
   }
 

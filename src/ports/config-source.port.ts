@@ -1,4 +1,5 @@
 import type { DeploymentSet } from "../domain/policy/deployment-set";
+import type { TelemetrySettings } from "./telemetry-sink.port";
 
 export type ProxySourceConfig =
   | { readonly type: "bundled"; readonly path: string }
@@ -10,6 +11,7 @@ export interface AgentConfig {
   readonly source: string;
   readonly deployments: DeploymentSet;
   readonly proxySource: ProxySourceConfig | undefined;
+  readonly telemetry: TelemetrySettings;
 }
 
 /** One problem in a config document, located as precisely as the input allows. */

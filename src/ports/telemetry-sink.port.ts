@@ -18,8 +18,33 @@ export type RejectionReason =
   | "keepalive_timeout"
   | "client_certificate";
 
+/** How a label that can identify clients is exposed: as sent, as a short keyed hash, or empty. */
+export type LabelMode = "raw" | "hash" | "drop";
+
+/** The bounds on what the telemetry keeps: the config file's `metrics` section. */
+export interface TelemetrySettings {
+  /** Label sets one metric may hold; updates that need a new one past it are dropped and counted. */
+  readonly maxSeriesPerMetric: number;
+  /** Series not updated for this long are removed; 0 keeps them for the agent's lifetime. */
+  readonly seriesTtlMs: number;
+  readonly ipLabel: LabelMode;
+  readonly tokenLabel: LabelMode;
+  /** The key of `hash` mode; set whenever a label is hashed. */
+  readonly labelHashKey: string | undefined;
+}
+
+export const DEFAULT_TELEMETRY_SETTINGS: TelemetrySettings = {
+  maxSeriesPerMetric: 10_000,
+  seriesTtlMs: 10 * 60_000,
+  ipLabel: "raw",
+  tokenLabel: "raw",
+  labelHashKey: undefined,
+};
+
 /** Where everything the agent observes goes; the Prometheus adapter is the real one. */
 export interface TelemetrySink {
+  /** Applies new bounds, at start-up and on every config reload. */
+  configure(settings: TelemetrySettings): void;
   /** One MatchData report from a known deployment. */
   transactionObserved(observation: TransactionObservation): void;
   policyStreamOpened(deployment: string, ip: string, policyId: string): void;

@@ -9,6 +9,7 @@ import {
 } from "../../src/adapters/config-file";
 import { readYamlDocument } from "../../src/adapters/config-file/yaml-document";
 import { ConfigError, type ConfigProblem } from "../../src/ports/config-source.port";
+import { DEFAULT_TELEMETRY_SETTINGS } from "../../src/ports/telemetry-sink.port";
 
 const FIXTURES = join(__dirname, "../fixtures/config");
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), "utf8");
@@ -244,5 +245,74 @@ describe("proxy_source and LS_BUNDLE_DIR", () => {
     expect(problemsOf(bundled)).toEqual([
       { file: "config.yaml", line: 4, column: 3, path: "proxy_source", message: 'missing required key "path"' },
     ]);
+  });
+});
+
+describe("metrics", () => {
+  const policies = "policies:\n  a: {}\n";
+
+  it("defaults when absent, null or empty", () => {
+    for (const tail of ["", "metrics:\n", "metrics: {}\n"]) {
+      expect(parseConfig(policies + tail, "config.yaml").config.telemetry).toEqual(DEFAULT_TELEMETRY_SETTINGS);
+    }
+  });
+
+  it("reads every setting, durations in any unit", () => {
+    const text = `${policies}metrics:
+  max_series_per_metric: 2500
+  series_ttl: 90s
+  labels:
+    ip: drop
+    token: hash
+  label_hash_key: "0123456789abcdef-key"
+`;
+    expect(parseConfig(text, "config.yaml").config.telemetry).toEqual({
+      maxSeriesPerMetric: 2500,
+      seriesTtlMs: 90_000,
+      ipLabel: "drop",
+      tokenLabel: "hash",
+      labelHashKey: "0123456789abcdef-key",
+    });
+    const ttl = (value: string) =>
+      parseConfig(`${policies}metrics:\n  series_ttl: ${value}\n`, "config.yaml").config.telemetry.seriesTtlMs;
+    expect([ttl("250ms"), ttl("10m"), ttl("2h"), ttl("0s")]).toEqual([250, 600_000, 7_200_000, 0]);
+  });
+
+  it("locates each bad value", () => {
+    const text = `${policies}metrics:
+  max_series_per_metric: 0
+  series_ttl: 10 minutes
+  labels:
+    token: scramble
+`;
+    expect(problemsOf(text).map(({ line, column, path, message }) => ({ line, column, path, message }))).toEqual([
+      { line: 4, column: 26, path: "metrics.max_series_per_metric", message: "must be at least 1" },
+      {
+        line: 5,
+        column: 15,
+        path: "metrics.series_ttl",
+        message: "must be a duration such as 10m, 90s or 1h, or 0s to keep series for the agent's lifetime",
+      },
+      { line: 7, column: 12, path: "metrics.labels.token", message: "must be one of: raw, hash, drop" },
+    ]);
+  });
+
+  it("needs a key of at least 16 characters when a label is hashed", () => {
+    const missing = `${policies}metrics:\n  labels:\n    ip: hash\n`;
+    expect(problemsOf(missing)).toEqual([
+      {
+        file: "config.yaml",
+        line: 4,
+        column: 3,
+        path: "metrics",
+        message: 'missing required key "label_hash_key": a label in hash mode needs a key',
+      },
+    ]);
+    const short = `${policies}metrics:\n  labels:\n    token: hash\n  label_hash_key: short\n`;
+    expect(problemsOf(short).map((problem) => [problem.path, problem.message])).toEqual([
+      ["metrics.label_hash_key", "must be at least 16 characters long"],
+    ]);
+    // Without a hashed label, the key is not needed.
+    expect(() => parseConfig(`${policies}metrics:\n  labels:\n    ip: drop\n`, "config.yaml")).not.toThrow();
   });
 });

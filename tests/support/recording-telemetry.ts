@@ -1,5 +1,5 @@
 import type { TransactionObservation } from "../../src/domain/telemetry/transaction";
-import type { RejectionReason, TelemetrySink } from "../../src/ports/telemetry-sink.port";
+import type { RejectionReason, TelemetrySettings, TelemetrySink } from "../../src/ports/telemetry-sink.port";
 
 /** A TelemetrySink that remembers every call, for tests. */
 export class RecordingTelemetry implements TelemetrySink {
@@ -11,6 +11,11 @@ export class RecordingTelemetry implements TelemetrySink {
   readonly pulled: string[] = [];
   readonly rejected: RejectionReason[] = [];
   readonly reloads: boolean[] = [];
+  readonly settings: TelemetrySettings[] = [];
+
+  configure(settings: TelemetrySettings): void {
+    this.settings.push(settings);
+  }
 
   transactionObserved(observation: TransactionObservation): void {
     this.transactions.push(observation);

@@ -9,6 +9,7 @@ import {
   formatConfigProblem,
   type ProxySourceConfig,
 } from "../../ports/config-source.port";
+import { DEFAULT_TELEMETRY_SETTINGS, type LabelMode, type TelemetrySettings } from "../../ports/telemetry-sink.port";
 import { configSchema } from "./config-schema";
 import { policySchema } from "./policy-schema";
 import {
@@ -111,6 +112,7 @@ export function checkConfig(
       source: file,
       deployments: new DeploymentSet(deployments),
       proxySource: proxySourceOf(document.value, options.bundleDir),
+      telemetry: telemetryOf(document.value),
     };
   }
   return { config, errors: inDocumentOrder(errors), warnings: inDocumentOrder(warnings) };
@@ -166,6 +168,34 @@ function proxySourceOf(value: unknown, bundleDir: string | undefined): ProxySour
     return { type: "remote_passthrough", origin: configured.origin ?? "" };
   }
   return bundleDir ? { type: "bundled", path: bundleDir } : undefined;
+}
+
+interface MetricsSection {
+  max_series_per_metric?: number;
+  series_ttl?: string;
+  labels?: { ip?: LabelMode; token?: LabelMode } | null;
+  label_hash_key?: string;
+}
+
+/** The `metrics` section over the defaults; the schema has checked every value. */
+function telemetryOf(value: unknown): TelemetrySettings {
+  const metrics = (value as { metrics?: MetricsSection | null }).metrics ?? {};
+  const defaults = DEFAULT_TELEMETRY_SETTINGS;
+  return {
+    maxSeriesPerMetric: metrics.max_series_per_metric ?? defaults.maxSeriesPerMetric,
+    seriesTtlMs: metrics.series_ttl === undefined ? defaults.seriesTtlMs : durationMs(metrics.series_ttl),
+    ipLabel: metrics.labels?.ip ?? defaults.ipLabel,
+    tokenLabel: metrics.labels?.token ?? defaults.tokenLabel,
+    labelHashKey: metrics.label_hash_key,
+  };
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration matching DURATION_PATTERN, in milliseconds. */
+function durationMs(duration: string): number {
+  const [, amount = "0", unit = "s"] = /^([0-9]+)([a-z]+)$/.exec(duration) ?? [];
+  return Number(amount) * (UNIT_MS[unit] ?? 1000);
 }
 
 /** Deployment names are the keys proxies authenticate with, unless `api_keys` gives them keys. */

@@ -34,6 +34,8 @@ export function extendLabelSet(base: LabelSet, names: readonly string[], values:
 
 export class CounterSeries {
   value = 0;
+  /** Last update, ms since the epoch, for the series TTL. */
+  touched = 0;
   constructor(readonly labels: LabelSet) {}
 }
 
@@ -42,6 +44,8 @@ export class HistogramSeries {
   readonly counts: number[];
   sum = 0;
   count = 0;
+  /** Last update, ms since the epoch, for the series TTL. */
+  touched = 0;
 
   constructor(
     readonly labels: LabelSet,
