@@ -115,6 +115,21 @@ describe("UpdatePolicy over @grpc/grpc-js", () => {
     expect(registry.waiting("alpha")).toBe(1);
   });
 
+  it("ends a stream that half-closes before its first message with INVALID_ARGUMENT", async () => {
+    const { client, registry, telemetry } = await setup();
+    const call = client.updatePolicy();
+    const ended = new Promise<{ code: number; details: string }>((done) => call.on("status", done));
+    call.on("error", () => {});
+    call.end();
+    const { code, details } = await ended;
+    expect(code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(details).toContain("UpdatePolicy needs a first message naming the deployment");
+    expect(telemetry.rejected).toEqual(["malformed"]);
+    expect(telemetry.opened).toEqual([]);
+    expect(registry.waiting("alpha") + registry.waiting("beta")).toBe(0);
+    await eventually(() => running?.server.open.streams === 0, "the server stream to close");
+  });
+
   it("forgets a stream the proxy cancels: the waiting count goes back to 0", async () => {
     const { client, registry, telemetry } = await setup();
     const stream = new PolicyStreamClient(client, { apiKey: "alpha" });

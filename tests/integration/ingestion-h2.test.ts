@@ -137,6 +137,38 @@ describe("gRPC framing on the ingestion port (raw HTTP/2, as Envoy sends it)", (
     expect(telemetry.rejected).toEqual(["unimplemented"]);
   });
 
+  it("answers an UpdatePolicy stream that ends before its first message, and one that sends only an empty frame", async () => {
+    const { session, telemetry, server } = await setup();
+    for (const chunks of [[], [Buffer.alloc(0)]]) {
+      const answer = await rawRequest(session, envoyHeaders("UpdatePolicy"), chunks);
+      expect(answer.trailers).toBeUndefined();
+      expect(answer.status).toBe(GrpcStatus.INVALID_ARGUMENT);
+      expect(decodeURIComponent(String(answer.message))).toContain("needs a first message naming the deployment");
+    }
+    expect(telemetry.rejected).toEqual(["malformed", "malformed"]);
+    await eventually(() => server.open.streams === 0, "the policy streams to close");
+  });
+
+  it("refuses a gRPC content type on any method but POST with UNIMPLEMENTED, on every path", async () => {
+    const { session, telemetry } = await setup();
+    const cases = [
+      ["GET", "UpdatePolicy", []],
+      ["GET", "Ping", []],
+      ["PUT", "Ping", [ping(1n)]],
+      ["DELETE", "MatchData", []],
+      ["GET", "Nope", []],
+    ] as const;
+    for (const [method, path, chunks] of cases) {
+      const answer = await rawRequest(session, envoyHeaders(path, { ":method": method }), chunks);
+      expect(answer.trailers).toBeUndefined();
+      expect(answer.body.length).toBe(0);
+      expect(answer.status).toBe(GrpcStatus.UNIMPLEMENTED);
+      expect(decodeURIComponent(String(answer.message))).toBe(`gRPC calls are POST requests, not ${method}`);
+    }
+    expect(telemetry.rejected).toEqual(cases.map(() => "unimplemented"));
+    await expectPingWorks(session);
+  });
+
   it("sends early errors trailers-only: one HEADERS frame with status, content-type, grpc-status, grpc-message", async () => {
     const { session } = await setup();
     const request = UpdatePolicyRequest.encode({ apiKey: "nobody", deploymentName: "", commit: "", semver: "" });

@@ -43,10 +43,14 @@ export interface StreamCall<Response> extends CallContext {
   send(message: Response): void;
   /** Ends the call with a status; later calls do nothing. */
   finish(code: GrpcStatus, message?: string): void;
+  /** Ends the call with a status for something the client got wrong, counted as `reason`. */
+  reject(reason: RejectionReason, code: GrpcStatus, message: string): void;
 }
 
 export interface StreamListener<Request> {
   message(request: Request): void;
+  /** The client half-closed: it sends no more messages. The call stays open unless the method ends it. */
+  halfClosed?(): void;
   /** The call is over, however it ended. Called once. */
   closed(): void;
 }
@@ -116,11 +120,13 @@ export function bidiMethod<Request, Response>(
         connection: call.connection,
         send: (message) => call.send(definition.responseSerialize(message)),
         finish: (code, message) => call.finish(code, message),
+        reject: (reason, code, message) => call.reject(reason, code, message),
       });
       call.onMessage = (payload) => {
         const request = call.decode(definition, payload);
         if (request !== undefined) listener.message(request);
       };
+      call.onHalfClose = () => listener.halfClosed?.();
       call.onClose = () => listener.closed();
     },
   };
@@ -140,6 +146,13 @@ export function serveGrpc(
   dependencies: GrpcCallDependencies,
 ): GrpcCall {
   const call = new GrpcCall(stream, headers, dependencies);
+  // Every gRPC call is a POST. Anything else would be served as one by accident (a GET's empty body
+  // reads as a call that sends nothing), so it is refused as the method it names cannot be.
+  const httpMethod = headers[":method"];
+  if (httpMethod !== "POST") {
+    call.reject("unimplemented", GrpcStatus.UNIMPLEMENTED, `gRPC calls are POST requests, not ${httpMethod}`);
+    return call;
+  }
   const method = methods.get(call.path);
   if (!method) {
     call.reject("unimplemented", GrpcStatus.UNIMPLEMENTED, `unknown method ${call.path}`);
@@ -186,13 +199,13 @@ export function encodeGrpcMessage(message: string): string {
   return encoded;
 }
 
-interface ReceivedMessage {
+export interface ReceivedMessage {
   readonly compressed: boolean;
   readonly payload: Buffer;
 }
 
 /** Splits a request body into length-prefixed messages, however DATA frames cut or combine them. */
-class MessageReader {
+export class MessageReader {
   private buffered: Buffer[] = [];
   private bufferedBytes = 0;
   private next: { compressed: boolean; length: number } | undefined;

@@ -26,6 +26,8 @@ const END_MESSAGES: Record<PolicyStreamEnd, string> = {
   key_revoked: "the api key this proxy connected with no longer opens its deployment",
 };
 
+const NO_FIRST_MESSAGE = "UpdatePolicy needs a first message naming the deployment (api_key or deployment_name)";
+
 const NO_BYTES = Buffer.alloc(0);
 
 /**
@@ -95,6 +97,11 @@ export function leaksignalMethods(
             const status = turnAway(error, call.peerIp);
             call.finish(status.code, status.message);
           }
+        },
+        halfClosed() {
+          // Without a first message the stream names no deployment and would wait for nothing until the
+          // client goes. (A proxy that half-closes after it, the usual case, keeps its stream.)
+          if (!unregister) call.reject("malformed", GrpcStatus.INVALID_ARGUMENT, NO_FIRST_MESSAGE);
         },
         closed() {
           unregister?.();

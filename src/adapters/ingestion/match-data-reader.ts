@@ -499,7 +499,8 @@ function append<T>(list: T[] | undefined, item: T): T[] {
 }
 
 const UINT64 = new DataView(new ArrayBuffer(8));
-const DECODER = new TextDecoder();
+// A leading U+FEFF in a protobuf string is text, not a byte-order mark: kept, as the generated codec keeps it.
+const DECODER = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** Node's Buffer method behind `toString("latin1", start, end)`, without its argument checks. */
 interface Latin1 {
