@@ -2,7 +2,7 @@ import { type CoreLayout, coreLayout, pinSelf } from "./support/cores";
 import { probeGrpcStatus } from "./support/grpc-probe";
 import { type LoadResult, runH2load } from "./support/h2load";
 import { sampleValue, scrape } from "./support/metrics";
-import { DEFAULT_RESULTS_DIR, machineDetails, median, printTable, writeResults } from "./support/report";
+import { DEFAULT_RESULTS_DIR, machineDetails, median, medianRatio, printTable, writeResults } from "./support/report";
 import { startAgent, startGrpcJsServer, startNoopResponder, type Target } from "./support/targets";
 import { encodedTransaction, grpcFrame } from "./support/transaction";
 
@@ -12,7 +12,7 @@ export interface IngestOptions {
   readonly warmUpSeconds: number;
   readonly clients: number;
   readonly streams: number;
-  /** MatchData calls per target and run whose gRPC status is checked. */
+  /** MatchData calls per target and run whose gRPC status is checked, sent while h2load runs. */
   readonly probeCalls: number;
   readonly resultsDir: string;
   /** Another build's dist/app/main.js, measured alongside as "(a0) baseline" (before/after comparisons). */
@@ -47,6 +47,7 @@ export interface IngestResults {
   readonly median: Record<TargetName, number>;
   /** Median server CPU per MatchData, µs. */
   readonly cpuUsPerRequest: Record<TargetName, number>;
+  /** Medians over runs of the ratio within each run (see medianRatio). */
   readonly ratios: {
     readonly agentToNoop: number;
     readonly agentToGrpcJs: number;
@@ -101,11 +102,13 @@ export async function ingestBenchmark(overrides: Partial<IngestOptions> = {}): P
   };
   const cpu = (name: TargetName) => median(runs[name].map((r) => r.serverCpuUsPerRequest ?? Number.NaN));
   const cpuUsPerRequest = { agent: cpu("agent"), noop: cpu("noop"), grpcJs: cpu("grpcJs") };
+  const rates = (name: TargetName) => runs[name].map((r) => r.requestsPerSecond);
+  const cpus = (name: TargetName) => runs[name].map((r) => r.serverCpuUsPerRequest ?? Number.NaN);
   const ratios = {
-    agentToNoop: medians.agent / medians.noop,
-    agentToGrpcJs: medians.agent / medians.grpcJs,
-    agentToNoopByCpu: cpuUsPerRequest.noop / cpuUsPerRequest.agent,
-    agentToGrpcJsByCpu: cpuUsPerRequest.grpcJs / cpuUsPerRequest.agent,
+    agentToNoop: medianRatio(rates("agent"), rates("noop")),
+    agentToGrpcJs: medianRatio(rates("agent"), rates("grpcJs")),
+    agentToNoopByCpu: medianRatio(cpus("noop"), cpus("agent")),
+    agentToGrpcJsByCpu: medianRatio(cpus("grpcJs"), cpus("agent")),
   };
   const all = Object.values(runs).flat();
   const results: IngestResults = {
@@ -144,8 +147,11 @@ async function measure(layout: CoreLayout, target: Target, body: Buffer, options
       : (sampleValue((await scrape(target.metricsPort, "text")).body, 'leakagent_match_inbound{deployment="prod"}') ??
         0);
   const before = await inbound();
-  const load = await runH2load(layout, { port: target.port, body, ...options, serverPid: target.pid });
-  const probe = await probeGrpcStatus(target.port, body, options.probeCalls);
+  // The sample is taken halfway through the measured phase, from the answers given under full load.
+  const [load, probe] = await Promise.all([
+    runH2load(layout, { port: target.port, body, ...options, serverPid: target.pid }),
+    probeGrpcStatus(target.port, body, options.probeCalls, underLoadMs(options)),
+  ]);
   const counted = target.metricsPort === undefined ? undefined : (await inbound()) - before - probe.calls;
   return {
     ...load,
@@ -154,6 +160,11 @@ async function measure(layout: CoreLayout, target: Target, body: Buffer, options
     probeFailures: probe.failures.slice(0, 5),
     ...(counted === undefined ? {} : { counted }),
   };
+}
+
+/** When a probe started beside h2load lands halfway through its measured phase. */
+export function underLoadMs(options: { readonly warmUpSeconds: number; readonly seconds: number }): number {
+  return (options.warmUpSeconds + options.seconds / 2) * 1000;
 }
 
 const LABELS: Record<TargetName, string> = {
@@ -169,7 +180,9 @@ function printIngest(results: IngestResults): void {
     runs: runs.map((r) => Math.round(r.requestsPerSecond)).join(" "),
     "CPU us/call": cpu,
     "grpc-status 0": `${runs.reduce((n, r) => n + r.probedOk, 0)}/${runs.reduce((n, r) => n + r.probed, 0)}`,
-    "(a) vs it": results.median.agent / median,
+    "(a)/it per run": results.runs.agent
+      .map((a, i) => (a.requestsPerSecond / (runs[i]?.requestsPerSecond ?? Number.NaN)).toFixed(2))
+      .join(" "),
   });
   const rows = (Object.keys(LABELS) as TargetName[]).map((name) =>
     row(LABELS[name], results.runs[name], results.median[name], results.cpuUsPerRequest[name]),

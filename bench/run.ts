@@ -4,11 +4,14 @@ import { ingestBenchmark } from "./ingest";
 import { latencyBenchmark } from "./latency";
 import { memoryBenchmark } from "./memory";
 import { scrapeBenchmark } from "./scrape";
+import { writeSummary } from "./summary";
 import { h2loadAvailable } from "./support/h2load";
 import { DEFAULT_RESULTS_DIR } from "./support/report";
 
 // `npm run bench [-- --only ingest,latency] [--runs N] [--results DIR]`: every benchmark in turn, each
-// printing its table and writing <results>/<name>.json. Needs the build (dist/) and h2load (nghttp2-client).
+// printing its table and writing <results>/<name>.json; then the Markdown summary of all the results in
+// <results> (summary.md, for docs/performance.md). --runs sets the runs of ingest, latency, scrape and
+// memory; fan-out always measures five config changes. Needs the build (dist/) and h2load (nghttp2-client).
 
 const BENCHMARKS = ["ingest", "latency", "scrape", "memory", "fanout"] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
@@ -35,7 +38,8 @@ async function main(): Promise<void> {
   if (chosen("scrape")) await scrapeBenchmark(common);
   if (chosen("memory")) await memoryBenchmark(common);
   if (chosen("fanout")) await fanoutBenchmark({ resultsDir: values.results });
-  console.log(`\nresults in ${values.results}`);
+  console.log(`\n${writeSummary(values.results)}`);
+  console.log(`results in ${values.results}`);
 }
 
 main().catch((error: unknown) => {

@@ -10,10 +10,12 @@ export interface ProbeResult {
 }
 
 /**
- * Makes `calls` MatchData calls with the body h2load posts and checks each gRPC status,
- * which h2load does not see (it counts HTTP statuses only).
+ * Makes `calls` MatchData calls with the body h2load posts and checks each gRPC status, which h2load does
+ * not see (it counts HTTP statuses only). With `afterMs`, the calls go out that long from now: started
+ * beside h2load, they sample the answers given under its load.
  */
-export async function probeGrpcStatus(port: number, body: Buffer, calls: number): Promise<ProbeResult> {
+export async function probeGrpcStatus(port: number, body: Buffer, calls: number, afterMs = 0): Promise<ProbeResult> {
+  if (afterMs > 0) await new Promise((done) => setTimeout(done, afterMs));
   const session = connect(`http://127.0.0.1:${port}`);
   session.on("error", () => {});
   try {

@@ -2,6 +2,7 @@ import { get } from "node:http";
 
 /** One scrape of the agent's /metrics. */
 export interface Scrape {
+  /** The exposition as text, decoded when asked for (the scraper shares its core with the load generator). */
   readonly body: string;
   readonly bytes: number;
   /** Sample lines (every bucket, sum and count is one series, as Prometheus counts them). */
@@ -34,9 +35,15 @@ export function scrape(port: number, format: "openmetrics" | "text" = "openmetri
         response.on("end", () => {
           const ms = performance.now() - started;
           if (response.statusCode !== 200) return fail(new Error(`/metrics answered ${response.statusCode}`));
-          const bytes = Buffer.concat(chunks);
-          const body = bytes.toString("utf8");
-          done({ body, bytes: bytes.length, series: countSeries(body), ms });
+          const raw = Buffer.concat(chunks);
+          done({
+            get body() {
+              return raw.toString("utf8");
+            },
+            bytes: raw.length,
+            series: countSeries(raw),
+            ms,
+          });
         });
       },
     );
@@ -44,13 +51,14 @@ export function scrape(port: number, format: "openmetrics" | "text" = "openmetri
   });
 }
 
-export function countSeries(body: string): number {
+/** Sample lines: the non-empty lines that are not comments (`# HELP`, `# TYPE`, `# EOF`). */
+export function countSeries(body: Buffer): number {
   let series = 0;
   let start = 0;
   while (start < body.length) {
-    let end = body.indexOf("\n", start);
+    let end = body.indexOf(10 /* \n */, start);
     if (end < 0) end = body.length;
-    if (end > start && body.charCodeAt(start) !== 35 /* # */) series++;
+    if (end > start && body[start] !== 35 /* # */) series++;
     start = end + 1;
   }
   return series;
@@ -63,4 +71,15 @@ export function sampleValue(body: string, prefix: string): number | undefined {
   const end = body.indexOf("\n", at + 1);
   const line = body.slice(at + 1, end < 0 ? undefined : end);
   return Number(line.slice(line.lastIndexOf(" ") + 1));
+}
+
+/** The sum of every sample whose line starts with `prefix`, e.g. a counter over all its label sets. */
+export function sumSamples(body: string, prefix: string): number {
+  let sum = 0;
+  for (let at = body.indexOf(`\n${prefix}`); at >= 0; at = body.indexOf(`\n${prefix}`, at + 1)) {
+    const end = body.indexOf("\n", at + 1);
+    const line = body.slice(at + 1, end < 0 ? undefined : end);
+    sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return sum;
 }

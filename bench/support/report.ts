@@ -16,6 +16,8 @@ export interface MachineDetails {
   readonly h2load: string | undefined;
   /** Whether server and load generator ran on separate cores. */
   readonly pinned: boolean;
+  /** When the benchmark finished (ISO 8601). */
+  readonly measuredAt: string;
 }
 
 export function machineDetails(pinned: boolean): MachineDetails {
@@ -28,6 +30,7 @@ export function machineDetails(pinned: boolean): MachineDetails {
     node: process.versions.node,
     h2load: h2loadVersion(),
     pinned,
+    measuredAt: new Date().toISOString(),
   };
 }
 
@@ -46,6 +49,14 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1
     ? (sorted[middle] as number)
     : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+/**
+ * The median over runs of a[i] / b[i]: each ratio compares two measurements taken one after the other in the
+ * same run, so drift of a shared machine moves both.
+ */
+export function medianRatio(a: readonly number[], b: readonly number[]): number {
+  return median(a.map((value, i) => value / (b[i] ?? Number.NaN)));
 }
 
 /** The value at quantile q (0..1) of already sorted values, nearest rank. */

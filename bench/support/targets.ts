@@ -142,8 +142,11 @@ const EVENT_LOOP_RESOLUTION_MS = 10;
 
 type Line = Record<string, unknown>;
 
-/** Resolves with the first JSON line on stdout that matches; rejects if the process exits first. */
-function firstLine(child: ChildProcess, predicate: (line: Line) => boolean, timeoutMs = 20_000): Promise<Line> {
+/**
+ * Resolves with the first JSON line on stdout that matches; rejects if the process exits first. The default
+ * wait is long: tsx compiles a target at its start, which takes many seconds on a machine busy with other work.
+ */
+function firstLine(child: ChildProcess, predicate: (line: Line) => boolean, timeoutMs = 60_000): Promise<Line> {
   const output: string[] = [];
   return new Promise((done, fail) => {
     const timer = setTimeout(
