@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -73,6 +73,7 @@ export async function startAgent(layout: CoreLayout, options: AgentOptions = {})
   const [command, args] = layout.server(process.execPath, [...(options.nodeArgs ?? []), ...monitor, main]);
   const stdio = options.monitorEventLoop ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"];
   const child = spawn(command, args, { env, stdio: stdio as ["ignore", "pipe", "pipe"], cwd: dir });
+  child.once("exit", () => rmSync(dir, { recursive: true, force: true }));
   const line = await firstLine(child, (l) => l.message === "serving");
   return target("agent", child, {
     port: portOf(line.ingestion),

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -60,14 +60,16 @@ export class AgentProcess {
       LS_SHUTDOWN_DELAY_MS: "0",
       ...options.env,
     };
+    let tempDir: string | undefined;
     if (options.configPath !== undefined) {
       env.LS_CONFIG_PATH = options.configPath;
     } else if (options.config !== undefined) {
-      const dir = mkdtempSync(join(tmpdir(), "leakagent-e2e-"));
-      env.LS_CONFIG_PATH = join(dir, "config.yaml");
+      tempDir = mkdtempSync(join(tmpdir(), "leakagent-e2e-"));
+      env.LS_CONFIG_PATH = join(tempDir, "config.yaml");
       writeFileSync(env.LS_CONFIG_PATH, options.config);
     }
     const child = spawn(process.execPath, [MAIN], { env, stdio: ["ignore", "pipe", "pipe"] });
+    if (tempDir) child.once("exit", () => rmSync(tempDir, { recursive: true, force: true }));
     return new AgentProcess(child, env.LS_CONFIG_PATH);
   }
 
