@@ -1,5 +1,8 @@
 import { MatchDataRequest } from "../../src/generated/leaksignal";
 
+/** The report in a gRPC length-prefixed frame, as the body of one MatchData call. */
+export { grpcFrame } from "../../scripts/reliability/wire";
+
 const MS = 1_000_000n;
 const bytes = (text: string) => Buffer.from(text, "utf8");
 
@@ -111,14 +114,6 @@ export function benchTransaction(variant: TransactionVariant = {}): MatchDataReq
       categoryPerformanceUs: { email: 1000n, phone_number: 500n, credit_card: 200n },
     },
   };
-}
-
-/** The report in a gRPC length-prefixed frame, as the body of one MatchData call. */
-export function grpcFrame(message: Uint8Array): Buffer {
-  const frame = Buffer.alloc(5 + message.length);
-  frame.writeUInt32BE(message.length, 1);
-  frame.set(message, 5);
-  return frame;
 }
 
 export function encodedTransaction(variant: TransactionVariant = {}): Buffer {

@@ -1,6 +1,7 @@
 import { request as httpRequest } from "node:http";
 import { connect as connectH2, constants as h2 } from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { grpcFrame } from "../../scripts/reliability/wire";
 import { policyIdOf } from "../../src/domain/policy/deployment";
 import {
   type HealthCheckMsg,
@@ -11,6 +12,7 @@ import {
 import { AgentProcess } from "../support/agent-process";
 import { parseExposition, seriesKey } from "../support/exposition";
 import { GrpcStatus, leaksignalClient, PolicyStreamClient, unary } from "../support/grpc-client";
+import { grpcHeaders } from "../support/raw-h2";
 import { currentTransaction, legacyTransaction } from "../support/transactions";
 
 const CONFIG = `
@@ -229,37 +231,27 @@ describe("the agent process", () => {
           if (body !== undefined) stream.end(body);
         },
       );
-    const grpcHeaders = (method: string) => ({
-      [h2.HTTP2_HEADER_METHOD]: "POST",
-      [h2.HTTP2_HEADER_PATH]: `/leaksignal.Leaksignal/${method}`,
-      [h2.HTTP2_HEADER_AUTHORITY]: "leaksignal_infra",
-      "content-type": "application/grpc",
-      te: "trailers",
-      "grpc-timeout": "0m",
-    });
-    const frame = (message: Buffer, declaredLength = message.length) => {
-      const prefix = Buffer.alloc(5);
-      prefix.writeUInt32BE(declaredLength, 1);
-      return Buffer.concat([prefix, message]);
-    };
+    // Envoy's gRPC client sends `0m` on every unary call with no timeout configured.
+    const envoyCall = (method: string) => ({ ...grpcHeaders(method), "grpc-timeout": "0m" });
+    const frame = (message: Buffer, declaredLength = message.length) => grpcFrame(message, { declaredLength });
 
     const get = await exchange({ [h2.HTTP2_HEADER_METHOD]: "GET", [h2.HTTP2_HEADER_PATH]: "/" });
     expect(get.headers[":status"]).toBe(200);
     expect(get.data.toString()).toContain("leakagent");
 
-    const health = await exchange(grpcHeaders("HealthCheck"), frame(Buffer.alloc(0)));
+    const health = await exchange(envoyCall("HealthCheck"), frame(Buffer.alloc(0)));
     expect(health.trailers["grpc-status"] ?? health.headers["grpc-status"]).toBe("0");
 
-    const oversize = await exchange(grpcHeaders("MatchData"), frame(Buffer.alloc(16), 64 * 1024 * 1024));
+    const oversize = await exchange(envoyCall("MatchData"), frame(Buffer.alloc(16), 64 * 1024 * 1024));
     expect(oversize.trailers["grpc-status"] ?? oversize.headers["grpc-status"]).toBe(
       String(GrpcStatus.RESOURCE_EXHAUSTED),
     );
 
-    const garbage = await exchange(grpcHeaders("MatchData"), frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])));
+    const garbage = await exchange(envoyCall("MatchData"), frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])));
     expect(garbage.trailers["grpc-status"] ?? garbage.headers["grpc-status"]).toBe(String(GrpcStatus.INVALID_ARGUMENT));
 
     const ok = await exchange(
-      grpcHeaders("MatchData"),
+      envoyCall("MatchData"),
       frame(Buffer.from(MatchDataRequest.encode(currentTransaction()).finish())),
     );
     expect(ok.trailers["grpc-status"]).toBe("0");

@@ -6,9 +6,11 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { grpcFrame } from "../../scripts/reliability/wire";
 import { UpdatePolicyRequest, UpdatePolicyResponse } from "../../src/generated/leaksignal";
 import { AgentProcess, type LogLine } from "../support/agent-process";
 import { parseExposition, seriesKey } from "../support/exposition";
+import { grpcHeaders } from "../support/raw-h2";
 
 const VERSION = "2025_01_29_19_26_57_6243534_0.12.4";
 const MODULE = `${VERSION}/leaksignal.wasm`;
@@ -99,22 +101,6 @@ function http2(
     stream.on("error", reject);
   });
 }
-
-/** A gRPC message frame: compression flag, big-endian length, message. */
-function grpcFrame(message: Uint8Array): Buffer {
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(message.length, 1);
-  return Buffer.concat([prefix, message]);
-}
-
-const grpcHeaders = (method: string) => ({
-  ":method": "POST",
-  ":path": `/leaksignal.Leaksignal/${method}`,
-  ":authority": "leaksignal_infra",
-  ":scheme": "http",
-  "content-type": "application/grpc",
-  te: "trailers",
-});
 
 async function metricsOf(agent: AgentProcess) {
   return parseExposition(await agent.metrics()).samples;

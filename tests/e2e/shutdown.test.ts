@@ -1,6 +1,7 @@
 import { connect as connectH2 } from "node:http2";
 import { credentials, type ServiceError, status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
+import { grpcFrame } from "../../scripts/reliability/wire";
 import { SHUTDOWN_DEADLINE_MS } from "../../src/app/main";
 import {
   LeaksignalClient,
@@ -11,6 +12,7 @@ import {
 import { AgentProcess } from "../support/agent-process";
 import { parseExposition, seriesKey } from "../support/exposition";
 import { PolicyStreamClient } from "../support/grpc-client";
+import { grpcHeaders } from "../support/raw-h2";
 import { currentTransaction } from "../support/transactions";
 
 // SIGTERM while proxies are busy: readiness turns false first, then GOAWAY, then policy streams end with
@@ -22,19 +24,6 @@ const DELAY_MS = 1000;
 const LOOPS_PER_CLIENT = 16;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function grpcFrame(message: Uint8Array): Buffer {
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(message.length, 1);
-  return Buffer.concat([prefix, message]);
-}
-
-const grpcHeaders = (method: string) => ({
-  ":method": "POST",
-  ":path": `/leaksignal.Leaksignal/${method}`,
-  "content-type": "application/grpc",
-  te: "trailers",
-});
 
 async function readiness(port: number): Promise<number> {
   try {

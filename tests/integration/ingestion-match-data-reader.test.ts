@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { Rng } from "../../scripts/reliability/rng";
 import { readMatchData } from "../../src/adapters/ingestion/match-data-reader";
 import { claimedDeployment } from "../../src/domain/policy/deployment";
 import {
@@ -14,16 +15,10 @@ import { currentTransaction, legacyTransaction } from "../support/transactions";
 // agent looks: the same credentials and the same observation. Checked on fixed reports, on many random
 // ones, and on random corruptions of them.
 
-/** A small seeded PRNG (mulberry32), so a failure can be replayed. */
+/** Uniform numbers in [0, 1) from a seed, so a failure can be replayed. */
 function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.next();
 }
 
 class Generator {

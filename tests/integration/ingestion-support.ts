@@ -8,6 +8,7 @@ import { RecordingTelemetry } from "../support/recording-telemetry";
 export const alpha = createDeployment("alpha", "categories:\n  email:\n    Matchers:\n      regexes: ['(?-u:\\b)x']\n");
 export const beta = createDeployment("beta", "endpoints:\n  - matches: '**'\n    config: {}\n");
 
+import { grpcFrame as wireFrame } from "../../scripts/reliability/wire";
 import { RecordingLogger } from "../support/recording-logger";
 
 export { RecordingLogger };
@@ -43,10 +44,7 @@ export async function startIngestion(
 
 /** A length-prefixed gRPC message. */
 export function grpcFrame(message: Uint8Array, compressed = false): Buffer {
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt8(compressed ? 1 : 0, 0);
-  prefix.writeUInt32BE(message.length, 1);
-  return Buffer.concat([prefix, message]);
+  return wireFrame(message, { compressed: compressed ? 1 : 0 });
 }
 
 /** Splits a response body into its gRPC messages (asserting the framing is whole). */

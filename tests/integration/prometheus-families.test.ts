@@ -1,5 +1,6 @@
 import { Counter, Histogram, Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
+import { Rng } from "../../scripts/reliability/rng";
 import { renderMetrics } from "../../src/adapters/prometheus/exposition";
 import {
   CounterFamily,
@@ -15,16 +16,10 @@ import {
 const LABELS = ["deployment", "policy_path", "token"] as const;
 const BOUNDS = [0, 0.5, 1, 2.5, 10, 1000] as const;
 
-/** A small seeded PRNG (mulberry32). */
+/** Uniform numbers in [0, 1) from a seed, so a failure can be replayed. */
 function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.next();
 }
 
 interface Fed {

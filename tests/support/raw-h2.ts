@@ -1,63 +1,22 @@
 import { connect, type Socket } from "node:net";
+import {
+  FLAG,
+  FRAME,
+  type H2FrameHeader as Frame,
+  h2Frame as frame,
+  grpcFrame,
+  HTTP2_PREFACE,
+  hpackBlock,
+  readFrames,
+} from "../../scripts/reliability/wire";
 import { UpdatePolicyRequest } from "../../src/generated/leaksignal";
 
 // An HTTP/2 client written frame by frame, for clients that misbehave in exactly the way a test wants: more
 // streams than the server allows, never reading, going silent (half-open), vanishing with a TCP reset.
 
-const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-export const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8 };
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
+export { FRAME };
 /** HTTP/2 error codes (RFC 9113 §7) the tests look for. */
 export const H2_ERROR = { NO_ERROR: 0, INTERNAL_ERROR: 2, REFUSED_STREAM: 7, CANCEL: 8, ENHANCE_YOUR_CALM: 11 };
-
-export interface Frame {
-  readonly type: number;
-  readonly flags: number;
-  readonly streamId: number;
-  readonly payload: Buffer;
-}
-
-export function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const header = Buffer.alloc(9);
-  header.writeUIntBE(payload.length, 0, 3);
-  header.writeUInt8(type, 3);
-  header.writeUInt8(flags, 4);
-  header.writeUInt32BE(streamId, 5);
-  return Buffer.concat([header, payload]);
-}
-
-/** Literal header fields without indexing or Huffman coding (RFC 7541 §6.2.2). */
-function headerBlock(headers: Record<string, string>): Buffer {
-  const parts: Buffer[] = [];
-  for (const [name, value] of Object.entries(headers)) {
-    parts.push(Buffer.from([0]), hpackString(name), hpackString(value));
-  }
-  return Buffer.concat(parts);
-}
-
-function hpackString(text: string): Buffer {
-  const bytes = Buffer.from(text, "latin1");
-  const length: number[] = [];
-  if (bytes.length < 127) length.push(bytes.length);
-  else {
-    length.push(127);
-    let rest = bytes.length - 127;
-    while (rest >= 128) {
-      length.push((rest % 128) + 128);
-      rest = Math.floor(rest / 128);
-    }
-    length.push(rest);
-  }
-  return Buffer.concat([Buffer.from(length), bytes]);
-}
-
-function grpcMessage(message: Uint8Array): Buffer {
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(message.length, 1);
-  return Buffer.concat([prefix, message]);
-}
 
 /** The request headers of a gRPC call, as Envoy sends them. */
 export function grpcHeaders(method: string): Record<string, string> {
@@ -94,8 +53,8 @@ export class RawH2Connection {
       socket.once("error", reject);
     });
     const connection = new RawH2Connection(socket);
-    socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]));
-    await connection.until((f) => f.type === FRAME.SETTINGS && !(f.flags & ACK), "the server's SETTINGS");
+    socket.write(Buffer.concat([HTTP2_PREFACE, frame(FRAME.SETTINGS, 0, 0)]));
+    await connection.until((f) => f.type === FRAME.SETTINGS && !(f.flags & FLAG.ACK), "the server's SETTINGS");
     return connection;
   }
 
@@ -103,9 +62,9 @@ export class RawH2Connection {
   request(headers: Record<string, string>, body?: Buffer, endStream = true): number {
     const id = this.nextStreamId;
     this.nextStreamId += 2;
-    const headersEnd = body === undefined && endStream ? END_STREAM : 0;
-    const frames = [frame(FRAME.HEADERS, END_HEADERS | headersEnd, id, headerBlock(headers))];
-    if (body !== undefined) frames.push(frame(FRAME.DATA, endStream ? END_STREAM : 0, id, body));
+    const headersEnd = body === undefined && endStream ? FLAG.END_STREAM : 0;
+    const frames = [frame(FRAME.HEADERS, FLAG.END_HEADERS | headersEnd, id, hpackBlock(Object.entries(headers)))];
+    if (body !== undefined) frames.push(frame(FRAME.DATA, endStream ? FLAG.END_STREAM : 0, id, body));
     this.socket.write(Buffer.concat(frames));
     return id;
   }
@@ -113,7 +72,7 @@ export class RawH2Connection {
   /** Opens an UpdatePolicy stream for `apiKey`, left open as a proxy leaves it. */
   policyStream(apiKey: string): number {
     const request = UpdatePolicyRequest.encode({ apiKey, deploymentName: "", commit: "raw", semver: "0.0.0" });
-    return this.request(grpcHeaders("UpdatePolicy"), grpcMessage(request.finish()), false);
+    return this.request(grpcHeaders("UpdatePolicy"), grpcFrame(request.finish()), false);
   }
 
   /** The error code of the RST_STREAM the server sent for a stream, if any. */
@@ -163,24 +122,17 @@ export class RawH2Connection {
 
   private receive(chunk: Buffer): void {
     this.received = Buffer.concat([this.received, chunk]);
-    while (this.received.length >= 9) {
-      const length = this.received.readUIntBE(0, 3);
-      if (this.received.length < 9 + length) break;
-      const parsed: Frame = {
-        type: this.received.readUInt8(3),
-        flags: this.received.readUInt8(4),
-        streamId: this.received.readUInt32BE(5) & 0x7fffffff,
-        payload: this.received.subarray(9, 9 + length),
-      };
-      this.received = this.received.subarray(9 + length);
+    const frames = readFrames(this.received);
+    for (const parsed of frames) {
+      this.received = this.received.subarray(9 + parsed.payload.length);
       this.frames.push(parsed);
       if (!this.silent) this.answer(parsed);
-      for (const wake of this.waiters) wake();
     }
+    if (frames.length > 0) for (const wake of this.waiters) wake();
   }
 
   private answer(f: Frame): void {
-    if (f.type === FRAME.SETTINGS && !(f.flags & ACK)) this.socket.write(frame(FRAME.SETTINGS, ACK, 0));
-    if (f.type === FRAME.PING && !(f.flags & ACK)) this.socket.write(frame(FRAME.PING, ACK, 0, f.payload));
+    if (f.type === FRAME.SETTINGS && !(f.flags & FLAG.ACK)) this.socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+    if (f.type === FRAME.PING && !(f.flags & FLAG.ACK)) this.socket.write(frame(FRAME.PING, FLAG.ACK, 0, f.payload));
   }
 }
