@@ -1,5 +1,5 @@
 import { Server, ServerCredentials, status } from "@grpc/grpc-js";
-import { LeaksignalService } from "../../src/generated/leaksignal";
+import { LeaksignalService } from "../../tests/generated/leaksignal";
 
 // What a Node developer would write first: @grpc/grpc-js serving the same service definition,
 // decoding every MatchData request (the generated codec) and discarding it.

@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { LeaksignalClient } from "../../src/generated/leaksignal";
+import type { LeaksignalClient } from "../generated/leaksignal";
 import { AgentProcess } from "../support/agent-process";
 import { parseExposition } from "../support/exposition";
 import { leaksignalClient, unary } from "../support/grpc-client";

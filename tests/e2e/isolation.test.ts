@@ -1,7 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { credentials } from "@grpc/grpc-js";
 import { afterAll, describe, expect, it } from "vitest";
-import { LeaksignalClient } from "../../src/generated/leaksignal";
+import { LeaksignalClient } from "../generated/leaksignal";
 import { AgentProcess } from "../support/agent-process";
 import { parseExposition, seriesKey } from "../support/exposition";
 import { GrpcStatus, PolicyStreamClient } from "../support/grpc-client";

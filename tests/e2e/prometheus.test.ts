@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MATCH_COUNT_BUCKETS, TIME_BUCKETS_MS } from "../../src/adapters/prometheus/prometheus-telemetry";
-import type { LeaksignalClient, MatchDataRequest, MatchDataResponse } from "../../src/generated/leaksignal";
+import type { MatchDataRequest, MatchDataResponse } from "../../src/generated/leaksignal";
+import type { LeaksignalClient } from "../generated/leaksignal";
 import { AgentProcess } from "../support/agent-process";
 import { queriesOf, shippedDashboards, substitute } from "../support/dashboards";
 import { parseExposition } from "../support/exposition";

@@ -3,12 +3,8 @@ import { credentials, type ServiceError, status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { grpcFrame } from "../../scripts/reliability/wire";
 import { SHUTDOWN_DEADLINE_MS } from "../../src/app/main";
-import {
-  LeaksignalClient,
-  MatchDataRequest,
-  type MatchDataResponse,
-  UpdatePolicyRequest,
-} from "../../src/generated/leaksignal";
+import { MatchDataRequest, type MatchDataResponse, UpdatePolicyRequest } from "../../src/generated/leaksignal";
+import { LeaksignalClient } from "../generated/leaksignal";
 import { AgentProcess } from "../support/agent-process";
 import { parseExposition, seriesKey } from "../support/exposition";
 import { PolicyStreamClient } from "../support/grpc-client";

@@ -4,11 +4,11 @@ import { DeploymentSet } from "../../src/domain/policy/deployment-set";
 import { observeTransaction } from "../../src/domain/telemetry/transaction";
 import {
   type HealthCheckMsg,
-  type LeaksignalClient,
   MatchDataRequest,
   type MatchDataResponse,
   type PingMessage,
 } from "../../src/generated/leaksignal";
+import type { LeaksignalClient } from "../generated/leaksignal";
 import { GrpcStatus, leaksignalClient, PolicyStreamClient, unary } from "../support/grpc-client";
 import { currentTransaction, legacyTransaction } from "../support/transactions";
 import { alpha, beta, eventually, type RunningIngestion, startIngestion } from "./ingestion-support";

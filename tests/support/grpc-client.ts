@@ -1,5 +1,6 @@
 import { type ClientDuplexStream, credentials, type ServiceError, status } from "@grpc/grpc-js";
-import { LeaksignalClient, type UpdatePolicyRequest, type UpdatePolicyResponse } from "../../src/generated/leaksignal";
+import type { UpdatePolicyRequest, UpdatePolicyResponse } from "../../src/generated/leaksignal";
+import { LeaksignalClient } from "../generated/leaksignal";
 
 export { status as GrpcStatus };
 

@@ -1,6 +1,5 @@
 import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { gunzipSync } from "node:zlib";
-import { status as GrpcStatus } from "@grpc/grpc-js";
 import type { Logger } from "../../ports/logger.port";
 import type { RejectionReason, TelemetrySink } from "../../ports/telemetry-sink.port";
 
@@ -8,7 +7,27 @@ import type { RejectionReason, TelemetrySink } from "../../ports/telemetry-sink.
 // Written against https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md because
 // @grpc/grpc-js's server cannot share a connection with plain HTTP (see docs/adr/0001).
 
-export { GrpcStatus };
+/** gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html). */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcStatus = (typeof GrpcStatus)[keyof typeof GrpcStatus];
 
 /** A status the server answers a call with. Handlers throw it; anything else becomes INTERNAL. */
 export class GrpcError extends Error {
@@ -20,7 +39,7 @@ export class GrpcError extends Error {
   }
 }
 
-/** The part of a ts-proto `outputServices=grpc-js` method definition the server uses. */
+/** What the server needs to know of a method: where it is, whether it streams, how its messages are coded. */
 export interface GrpcMethodDefinition<Request, Response> {
   readonly path: string;
   readonly requestStream: boolean;

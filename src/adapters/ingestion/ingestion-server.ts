@@ -15,7 +15,6 @@ import {
 import { type AddressInfo, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from "node:tls";
 import type { ProxyRegistry } from "../../domain/proxies/proxy-registry";
-import { LeaksignalService } from "../../generated/leaksignal";
 import type { Logger } from "../../ports/logger.port";
 import type { RejectionReason, TelemetrySink } from "../../ports/telemetry-sink.port";
 import {
@@ -28,7 +27,7 @@ import {
 } from "./grpc-call";
 import type { HttpRoute } from "./http-route";
 import { type KeepaliveOptions, keepAlive } from "./keepalive";
-import { leaksignalMethods } from "./leaksignal-service";
+import { leaksignalMethods, POLICY_STREAM_PATH } from "./leaksignal-service";
 import { isProbePath, PlainHttp } from "./plain-http";
 import { TlsCredentials, type TlsFiles } from "./tls-credentials";
 
@@ -94,7 +93,6 @@ const CLIENT_CERTIFICATE_REQUIRED = "a client certificate signed by the agent's 
 /** What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4). */
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 const GRPC_CONTENT_TYPE = /^application\/grpc($|[+;])/;
-const POLICY_STREAM_PATH = LeaksignalService.updatePolicy.path;
 const MAX_AGE_MESSAGE = "connection reached its maximum age; reconnect";
 /** The longest delay a Node timer can hold (~24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;

@@ -7,7 +7,7 @@ import {
   UnknownDeploymentError,
 } from "../../domain/proxies/proxy-registry";
 import { observeTransaction } from "../../domain/telemetry/transaction";
-import { LeaksignalService, type MatchDataResponse, type UpdatePolicyResponse } from "../../generated/leaksignal";
+import { LeaksignalDefinition, type MatchDataResponse, type UpdatePolicyResponse } from "../../generated/leaksignal";
 import type { Logger } from "../../ports/logger.port";
 import type { TelemetrySink } from "../../ports/telemetry-sink.port";
 import {
@@ -30,12 +30,47 @@ const NO_FIRST_MESSAGE = "UpdatePolicy needs a first message naming the deployme
 
 const NO_BYTES = Buffer.alloc(0);
 
+interface MessageType<T> {
+  decode(bytes: Uint8Array): T;
+  encode(message: T): { finish(): Uint8Array };
+}
+
+/** A method of the generated service description as the server dispatches it: by `:path`, with its codecs. */
+function definition<Request, Response>(method: {
+  readonly name: string;
+  readonly requestType: MessageType<Request>;
+  readonly responseType: MessageType<Response>;
+  readonly requestStream: boolean;
+  readonly responseStream: boolean;
+}): GrpcMethodDefinition<Request, Response> {
+  return {
+    path: `/${LeaksignalDefinition.fullName}/${method.name}`,
+    requestStream: method.requestStream,
+    responseStream: method.responseStream,
+    requestDeserialize: (bytes) => method.requestType.decode(bytes),
+    responseSerialize: (message) => {
+      const bytes = method.responseType.encode(message).finish();
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+  };
+}
+
+const SERVICE = {
+  matchData: definition(LeaksignalDefinition.methods.matchData),
+  updatePolicy: definition(LeaksignalDefinition.methods.updatePolicy),
+  healthCheck: definition(LeaksignalDefinition.methods.healthCheck),
+  ping: definition(LeaksignalDefinition.methods.ping),
+};
+
+/** The path of the long-lived policy stream, which connection retirement ends by itself. */
+export const POLICY_STREAM_PATH = SERVICE.updatePolicy.path;
+
 /**
  * MatchData as the hot path serves it: requests decoded only as far as the metrics read them
  * (match-data-reader.ts), and the response, an empty message, never serialized.
  */
 const MATCH_DATA: GrpcMethodDefinition<MatchDataReport, MatchDataResponse> = {
-  ...LeaksignalService.matchData,
+  ...SERVICE.matchData,
   requestDeserialize: readMatchData,
   responseSerialize: () => NO_BYTES,
 };
@@ -109,9 +144,9 @@ export function leaksignalMethods(
       };
     }),
 
-    unaryMethod(LeaksignalService.healthCheck, () => ({})),
+    unaryMethod(SERVICE.healthCheck, () => ({})),
 
-    unaryMethod(LeaksignalService.ping, (request) => ({ timestamp: request.timestamp })),
+    unaryMethod(SERVICE.ping, (request) => ({ timestamp: request.timestamp })),
   ];
   return new Map(methods.map((method) => [method.path, method]));
 }
@@ -135,12 +170,12 @@ function policyResponse(deployment: Deployment): UpdatePolicyResponse {
 // stream. Deployments are immutable (a change is a new object), so their responses can be kept by identity.
 const RESPONSES = new WeakMap<Deployment, UpdatePolicyResponse>();
 const ENCODED = new WeakMap<UpdatePolicyResponse, Buffer>();
-const UPDATE_POLICY: typeof LeaksignalService.updatePolicy = {
-  ...LeaksignalService.updatePolicy,
+const UPDATE_POLICY: typeof SERVICE.updatePolicy = {
+  ...SERVICE.updatePolicy,
   responseSerialize(response) {
     let encoded = ENCODED.get(response);
     if (encoded === undefined) {
-      encoded = LeaksignalService.updatePolicy.responseSerialize(response);
+      encoded = SERVICE.updatePolicy.responseSerialize(response);
       ENCODED.set(response, encoded);
     }
     return encoded;
