@@ -5,7 +5,7 @@ import { coreLayout, pinSelf } from "./support/cores";
 import { probeGrpcStatus } from "./support/grpc-probe";
 import { type LoadResult, runH2load } from "./support/h2load";
 import { DEFAULT_RESULTS_DIR, machineDetails, median, medianRatio, printTable, writeResults } from "./support/report";
-import { startAgent, startNoopResponder, type Target } from "./support/targets";
+import { startAgent, startLoadedNoopResponder, startNoopResponder, type Target } from "./support/targets";
 import { encodedTransaction, grpcFrame } from "./support/transaction";
 
 export interface LatencyOptions {
@@ -28,7 +28,13 @@ export const LATENCY_DEFAULTS: LatencyOptions = {
   resultsDir: DEFAULT_RESULTS_DIR,
 };
 
-type TargetName = "agent" | "noop";
+type TargetName = "agent" | "noop" | "loadedNoop";
+export const LATENCY_TARGETS: readonly TargetName[] = ["agent", "noop", "loadedNoop"];
+export const LATENCY_LABELS: Record<TargetName, string> = {
+  agent: "(a) agent",
+  noop: "(b) no-op node:http2",
+  loadedNoop: "(b') no-op + the agent's modules, idle",
+};
 
 export interface LatencyResults {
   readonly benchmark: "latency";
@@ -42,11 +48,21 @@ export interface LatencyResults {
   readonly median: Record<TargetName, { p50Us: number; p99Us: number; requestsPerSecond: number }>;
   /** Median over runs of the agent's p99 / the no-op responder's p99 in the same run. */
   readonly p99Ratio: number;
+  /**
+   * The same for (b') / (b): what loading the agent's code, and nothing else, does to the no-op's p99; and
+   * for (a) / (b'): what the agent's work adds on top.
+   */
+  readonly loadedToNoop: number;
+  readonly agentToLoaded: number;
   readonly target: boolean;
   readonly correct: boolean;
 }
 
-/** Benchmark 2: p50/p99 of MatchData at half the agent's maximum rate, agent beside the no-op responder. */
+/**
+ * Benchmark 2: p50/p99 of MatchData at half the agent's maximum rate, agent beside the no-op responder, and
+ * beside the no-op responder with the agent's modules loaded (b'), which separates the cost of a larger heap
+ * (longer garbage collections) from the cost of the agent's work.
+ */
 export async function latencyBenchmark(overrides: Partial<LatencyOptions> = {}): Promise<LatencyResults> {
   const options = { ...LATENCY_DEFAULTS, ...overrides };
   const maxRate = options.maxRate ?? ingestMedian(options.resultsDir);
@@ -59,12 +75,13 @@ export async function latencyBenchmark(overrides: Partial<LatencyOptions> = {}):
   const targets: Record<TargetName, Target> = {
     agent: await startAgent(layout),
     noop: await startNoopResponder(layout),
+    loadedNoop: await startLoadedNoopResponder(layout),
   };
-  const runs: Record<TargetName, LoadResult[]> = { agent: [], noop: [] };
+  const runs: Record<TargetName, LoadResult[]> = { agent: [], noop: [], loadedNoop: [] };
   let correct = true;
   try {
     for (let run = 0; run < options.runs; run++) {
-      for (const name of ["agent", "noop"] as const) {
+      for (const name of LATENCY_TARGETS) {
         const [load, probe] = await Promise.all([
           runH2load(layout, {
             port: targets[name].port,
@@ -92,10 +109,12 @@ export async function latencyBenchmark(overrides: Partial<LatencyOptions> = {}):
     p99Us: median(results.map((r) => r.p99Us ?? Number.NaN)),
     requestsPerSecond: median(results.map((r) => r.requestsPerSecond)),
   });
-  const medians = { agent: summary(runs.agent), noop: summary(runs.noop) };
+  const medians = { agent: summary(runs.agent), noop: summary(runs.noop), loadedNoop: summary(runs.loadedNoop) };
   // Each run measures the agent and then the no-op responder: their ratio within a run, median over runs.
   const p99s = (name: TargetName) => runs[name].map((r) => r.p99Us ?? Number.NaN);
   const p99Ratio = medianRatio(p99s("agent"), p99s("noop"));
+  const loadedToNoop = medianRatio(p99s("loadedNoop"), p99s("noop"));
+  const agentToLoaded = medianRatio(p99s("agent"), p99s("loadedNoop"));
   const results: LatencyResults = {
     benchmark: "latency",
     machine: machineDetails(layout.pinned),
@@ -105,6 +124,8 @@ export async function latencyBenchmark(overrides: Partial<LatencyOptions> = {}):
     runs,
     median: medians,
     p99Ratio,
+    loadedToNoop,
+    agentToLoaded,
     target: p99Ratio <= 2,
     correct:
       correct &&
@@ -114,8 +135,8 @@ export async function latencyBenchmark(overrides: Partial<LatencyOptions> = {}):
   };
   printTable(
     `Latency at ${rate} MatchData/s (half the agent's maximum of ${Math.round(maxRate)}), ${options.seconds} s x ${options.runs}`,
-    (["agent", "noop"] as const).map((name) => ({
-      target: name === "agent" ? "(a) agent" : "(b) no-op node:http2",
+    LATENCY_TARGETS.map((name) => ({
+      target: LATENCY_LABELS[name],
       "achieved req/s": Math.round(medians[name].requestsPerSecond),
       "p50 ms": medians[name].p50Us / 1000,
       "p99 ms": medians[name].p99Us / 1000,
@@ -124,7 +145,8 @@ export async function latencyBenchmark(overrides: Partial<LatencyOptions> = {}):
   );
   const perRun = p99s("agent").map((p99, i) => (p99 / (p99s("noop")[i] ?? Number.NaN)).toFixed(2));
   console.log(
-    `p99 (a)/(b) = ${p99Ratio.toFixed(2)}, median of the runs' ${perRun.join(" ")} (target <= 2: ${results.target ? "met" : "missed"})`,
+    `p99 (a)/(b) = ${p99Ratio.toFixed(2)}, median of the runs' ${perRun.join(" ")} (target <= 2: ${results.target ? "met" : "missed"}); ` +
+      `(b')/(b) = ${loadedToNoop.toFixed(2)}, (a)/(b') = ${agentToLoaded.toFixed(2)}`,
   );
   writeResults(options.resultsDir, "latency", results);
   return results;

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { FanoutResults } from "./fanout";
 import type { IngestResults } from "./ingest";
-import type { LatencyResults } from "./latency";
+import { LATENCY_LABELS, LATENCY_TARGETS, type LatencyResults } from "./latency";
 import type { MemoryResults } from "./memory";
 import type { ScrapeResults } from "./scrape";
 import { DEFAULT_RESULTS_DIR, type MachineDetails, median } from "./support/report";
@@ -107,12 +107,16 @@ function summary(results: Results): string {
       "| Target | Achieved MatchData/s | p50 ms | p99 ms | p99 per run ms |",
       "| --- | --- | --- | --- | --- |",
     );
-    for (const name of ["agent", "noop"] as const) {
+    for (const name of LATENCY_TARGETS) {
       const m = latency.median[name];
       out.push(
-        `| ${name === "agent" ? "(a) agent" : "(b) no-op node:http2"} | ${rate(m.requestsPerSecond)} | ${num(m.p50Us / 1000)} | ${num(m.p99Us / 1000)} | ${latency.runs[name].map((r) => num((r.p99Us ?? Number.NaN) / 1000)).join(", ")} |`,
+        `| ${LATENCY_LABELS[name]} | ${rate(m.requestsPerSecond)} | ${num(m.p50Us / 1000)} | ${num(m.p99Us / 1000)} | ${latency.runs[name].map((r) => num((r.p99Us ?? Number.NaN) / 1000)).join(", ")} |`,
       );
     }
+    out.push(
+      "",
+      `p99 ratios, medians of the runs' ratios: (a)/(b) ${ratio(latency.p99Ratio)}; (b')/(b) ${ratio(latency.loadedToNoop)}, the agent's code loaded and idle; (a)/(b') ${ratio(latency.agentToLoaded)}, the agent's work on top.`,
+    );
   }
   if (scrape) {
     out.push(

@@ -87,6 +87,15 @@ export function startNoopResponder(layout: CoreLayout, nodeArgs: readonly string
   return startScript(layout, "no-op http2", "noop-responder.ts", nodeArgs);
 }
 
+/**
+ * (b') The no-op responder with the agent's code loaded and idle: every module the agent requires (its
+ * libraries and its own), none of them run (main.js starts the agent only as the main module). What the
+ * agent's heap alone, without its work, costs the runtime; see the latency benchmark.
+ */
+export function startLoadedNoopResponder(layout: CoreLayout): Promise<Target> {
+  return startScript(layout, "no-op http2 + agent modules", "noop-responder.ts", ["--require", AGENT_MAIN]);
+}
+
 /** (c) A plain @grpc/grpc-js server that decodes and discards. */
 export function startGrpcJsServer(layout: CoreLayout, nodeArgs: readonly string[] = []): Promise<Target> {
   return startScript(layout, "grpc-js", "grpc-js-server.ts", nodeArgs);

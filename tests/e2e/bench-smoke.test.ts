@@ -94,19 +94,21 @@ describe.skipIf(H2LOAD_MISSING)("the benchmarks, briefly", () => {
   );
 
   it(
-    "measures latency at half the agent's measured maximum, beside the no-op responder",
+    "measures latency at half the agent's measured maximum, beside the no-op responder with and without the agent's modules",
     async () => {
       const ingest = JSON.parse(readFileSync(join(resultsDir, "ingest.json"), "utf8"));
       const results = await latencyBenchmark({ runs: 1, seconds: 2, warmUpSeconds: 1, resultsDir });
 
       expect(results.maxRate).toBe(ingest.median.agent);
       expect(Math.abs(results.rate - results.maxRate / 2)).toBeLessThanOrEqual(results.options.clients);
-      for (const name of ["agent", "noop"] as const) {
+      for (const name of ["agent", "noop", "loadedNoop"] as const) {
         const [run] = results.runs[name];
         expect(run?.succeeded, name).toBeGreaterThan(0);
         expect(run?.p50Us, name).toBeGreaterThan(0);
         expect(run?.p99Us, name).toBeGreaterThanOrEqual(run?.p50Us ?? 0);
       }
+      expect(results.loadedToNoop).toBeGreaterThan(0);
+      expect(results.agentToLoaded).toBeGreaterThan(0);
       expect(results.correct).toBe(true);
       expect(existsSync(join(resultsDir, "latency.json"))).toBe(true);
     },
