@@ -431,6 +431,32 @@ describe("the MatchData reader against the generated codec, on any report", () =
   });
 });
 
+describe("the MatchData reader's string table", () => {
+  it("hands out each string as itself when strings share a slot (same length, first, middle and last byte)", () => {
+    // Strings that differ only away from the three bytes the table's slot is chosen by, in any order and
+    // repeated, so that each one finds the slot holding another, or itself.
+    const alike = fc.integer({ min: 3, max: 64 }).chain((length) =>
+      fc.array(
+        fc.array(fc.constantFrom("a", "b", "é"), { minLength: length, maxLength: length }).map((chars) => {
+          chars[0] = "x";
+          chars[length >> 1] = "y";
+          chars[length - 1] = "z";
+          return chars.join("");
+        }),
+        { minLength: 2, maxLength: 40 },
+      ),
+    );
+    fc.assert(
+      fc.property(alike, (names) => {
+        const matches = [...names, ...names].map((categoryName) => ({ categoryName, matcherPath: "" }));
+        const read = readMatchData(encode(MatchDataRequest.fromPartial({ matches })));
+        expect(read.matches.map((match) => match.categoryName)).toEqual(matches.map((match) => match.categoryName));
+      }),
+      SETTINGS,
+    );
+  });
+});
+
 describe("the MatchData reader on bytes that are not a report", () => {
   it("reads random bytes or refuses them with its own error, never anything else", () => {
     const outcomes = { read: 0, refused: 0 };

@@ -62,7 +62,7 @@ const SERVICE = {
   ping: definition(LeaksignalDefinition.methods.ping),
 };
 
-/** The path of the long-lived policy stream, which connection retirement ends by itself. */
+/** UpdatePolicy's path: its streams never end by themselves, so a retiring connection ends them (ingestion-server.ts). */
 export const POLICY_STREAM_PATH = SERVICE.updatePolicy.path;
 
 /**

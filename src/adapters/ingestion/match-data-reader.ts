@@ -510,31 +510,36 @@ interface Latin1 {
 /**
  * Short ASCII strings decoded before, by content. Category names, map keys and most label values repeat
  * on nearly every report: handing out the same string spares an allocation per field (garbage collection
- * is a good part of the per-report cost). Bounded: once full, new strings are decoded but not kept.
+ * is a good part of the per-report cost). A fixed table, one string per slot, chosen by the length and three
+ * of the bytes: a string that finds its slot taken by another replaces it, so the table follows what the
+ * proxies send now, in bounded memory.
  */
-const INTERNED = new Map<number, string>();
-const MAX_INTERNED = 8192;
+const SLOT_BITS = 12;
+const INTERNED = new Array<string | undefined>(1 << SLOT_BITS).fill(undefined);
 const MAX_INTERNED_LENGTH = 64;
 
 /** UTF-8 with U+FFFD for invalid sequences, exactly as the generated codec decodes; ASCII straight from the buffer. */
 function utf8(buf: Buffer, start: number, end: number): string {
-  // FNV-1a over the bytes, and whether any has its high bit set (not ASCII). Tested once after the loop:
-  // an exit inside it makes this loop, run for every string of every report, about twice as slow.
-  let hash = 0x811c9dc5;
-  let bits = 0;
-  for (let i = start; i < end; i++) {
-    const byte = buf[i] as number;
-    bits |= byte;
-    hash = Math.imul(hash ^ byte, 0x01000193);
-  }
-  if (bits > 0x7f) return DECODER.decode(buf.subarray(start, end));
   const length = end - start;
-  if (length > MAX_INTERNED_LENGTH) return (buf as unknown as Latin1).latin1Slice(start, end);
-  const key = hash >>> 2; // a small integer key
-  const known = INTERNED.get(key);
-  if (known !== undefined && known.length === length && asciiEquals(buf, start, known)) return known;
+  if (length === 0) return "";
+  let slot = -1;
+  if (length <= MAX_INTERNED_LENGTH) {
+    const key =
+      (length << 24) ^
+      ((buf[start] as number) << 16) ^
+      ((buf[start + (length >> 1)] as number) << 8) ^
+      (buf[end - 1] as number);
+    slot = Math.imul(key, 0x9e3779b1) >>> (32 - SLOT_BITS);
+    const known = INTERNED[slot];
+    // Equal bytes to an interned string are ASCII bytes: the usual case needs this one pass only.
+    if (known !== undefined && known.length === length && asciiEquals(buf, start, known)) return known;
+  }
+  // Tested once after the loop: an exit inside it makes this loop about twice as slow.
+  let bits = 0;
+  for (let i = start; i < end; i++) bits |= buf[i] as number;
+  if (bits > 0x7f) return DECODER.decode(buf.subarray(start, end));
   const text = (buf as unknown as Latin1).latin1Slice(start, end);
-  if (known === undefined && INTERNED.size < MAX_INTERNED) INTERNED.set(key, text);
+  if (slot >= 0) INTERNED[slot] = text;
   return text;
 }
 
