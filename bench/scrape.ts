@@ -81,9 +81,7 @@ export async function scrapeBenchmark(overrides: Partial<ScrapeOptions> = {}): P
   try {
     for (const level of options.seriesLevels) {
       await populateSeries(agent.port, metricsPort, level);
-      for (const format of ["openmetrics", "text"] as const) {
-        render.push(await measureRender(agent, format, options.scrapes));
-      }
+      render.push(...(await measureRender(agent, options.scrapes)));
     }
     const withoutScrapes: number[] = [];
     const withScrapes: number[] = [];
@@ -136,26 +134,31 @@ export async function scrapeBenchmark(overrides: Partial<ScrapeOptions> = {}): P
   return results;
 }
 
-async function measureRender(agent: Target, format: Format, count: number): Promise<RenderResult> {
+/** Both formats, scrape by scrape in turn, so that neither is measured in a quieter or busier moment. */
+async function measureRender(agent: Target, count: number): Promise<RenderResult[]> {
   const port = agent.metricsPort as number;
-  await scrape(port, format); // warm
-  const scrapes: Scrape[] = [];
-  const stalls: number[] = [];
+  const formats: readonly Format[] = ["openmetrics", "text"];
+  const samples = new Map(formats.map((format) => [format, { scrapes: [] as Scrape[], stalls: [] as number[] }]));
+  for (const format of formats) await scrape(port, format); // warm
   for (let i = 0; i < count; i++) {
-    await agent.eventLoopStall();
-    scrapes.push(await scrape(port, format));
-    stalls.push(await agent.eventLoopStall());
+    for (const [format, { scrapes, stalls }] of samples) {
+      await agent.eventLoopStall();
+      scrapes.push(await scrape(port, format));
+      stalls.push(await agent.eventLoopStall());
+    }
   }
-  const ms = median(scrapes.map((s) => s.ms));
-  const lines = median(scrapes.map((s) => s.series));
-  return {
-    format,
-    series: lines,
-    bytes: median(scrapes.map((s) => s.bytes)),
-    ms,
-    usPerLine: (ms * 1000) / lines,
-    stallMs: Math.max(...stalls),
-  };
+  return [...samples].map(([format, { scrapes, stalls }]) => {
+    const ms = median(scrapes.map((s) => s.ms));
+    const lines = median(scrapes.map((s) => s.series));
+    return {
+      format,
+      series: lines,
+      bytes: median(scrapes.map((s) => s.bytes)),
+      ms,
+      usPerLine: (ms * 1000) / lines,
+      stallMs: Math.max(...stalls),
+    };
+  });
 }
 
 interface ScrapeUnderLoad {

@@ -437,7 +437,7 @@ describe("the MatchData reader's string table", () => {
     // repeated, so that each one finds the slot holding another, or itself.
     const alike = fc.integer({ min: 3, max: 64 }).chain((length) =>
       fc.array(
-        fc.array(fc.constantFrom("a", "b", "é"), { minLength: length, maxLength: length }).map((chars) => {
+        fc.array(fc.constantFrom<string>("a", "b", "é"), { minLength: length, maxLength: length }).map((chars) => {
           chars[0] = "x";
           chars[length >> 1] = "y";
           chars[length - 1] = "z";
