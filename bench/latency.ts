@@ -110,7 +110,7 @@ export async function latencyBenchmark(overrides: Partial<LatencyOptions> = {}):
     requestsPerSecond: median(results.map((r) => r.requestsPerSecond)),
   });
   const medians = { agent: summary(runs.agent), noop: summary(runs.noop), loadedNoop: summary(runs.loadedNoop) };
-  // Each run measures the agent and then the no-op responder: their ratio within a run, median over runs.
+  // Each run measures the three targets one after another: ratios within a run, their median over runs.
   const p99s = (name: TargetName) => runs[name].map((r) => r.p99Us ?? Number.NaN);
   const p99Ratio = medianRatio(p99s("agent"), p99s("noop"));
   const loadedToNoop = medianRatio(p99s("loadedNoop"), p99s("noop"));
