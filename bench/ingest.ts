@@ -100,10 +100,9 @@ export async function ingestBenchmark(overrides: Partial<IngestOptions> = {}): P
     noop: median(runs.noop.map((r) => r.requestsPerSecond)),
     grpcJs: median(runs.grpcJs.map((r) => r.requestsPerSecond)),
   };
-  const cpu = (name: TargetName) => median(runs[name].map((r) => r.serverCpuUsPerRequest ?? Number.NaN));
-  const cpuUsPerRequest = { agent: cpu("agent"), noop: cpu("noop"), grpcJs: cpu("grpcJs") };
   const rates = (name: TargetName) => runs[name].map((r) => r.requestsPerSecond);
   const cpus = (name: TargetName) => runs[name].map((r) => r.serverCpuUsPerRequest ?? Number.NaN);
+  const cpuUsPerRequest = { agent: median(cpus("agent")), noop: median(cpus("noop")), grpcJs: median(cpus("grpcJs")) };
   const ratios = {
     agentToNoop: medianRatio(rates("agent"), rates("noop")),
     agentToGrpcJs: medianRatio(rates("agent"), rates("grpcJs")),
@@ -167,7 +166,7 @@ export function underLoadMs(options: { readonly warmUpSeconds: number; readonly 
   return (options.warmUpSeconds + options.seconds / 2) * 1000;
 }
 
-const LABELS: Record<TargetName, string> = {
+export const INGEST_LABELS: Record<TargetName, string> = {
   agent: "(a) agent",
   noop: "(b) no-op node:http2",
   grpcJs: "(c) @grpc/grpc-js",
@@ -184,8 +183,8 @@ function printIngest(results: IngestResults): void {
       .map((a, i) => (a.requestsPerSecond / (runs[i]?.requestsPerSecond ?? Number.NaN)).toFixed(2))
       .join(" "),
   });
-  const rows = (Object.keys(LABELS) as TargetName[]).map((name) =>
-    row(LABELS[name], results.runs[name], results.median[name], results.cpuUsPerRequest[name]),
+  const rows = (Object.keys(INGEST_LABELS) as TargetName[]).map((name) =>
+    row(INGEST_LABELS[name], results.runs[name], results.median[name], results.cpuUsPerRequest[name]),
   );
   const { baseline } = results;
   if (baseline) rows.push(row("(a0) baseline agent", baseline.runs, baseline.median, baseline.cpuUsPerRequest));

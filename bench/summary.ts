@@ -2,7 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { FanoutResults } from "./fanout";
-import type { IngestResults } from "./ingest";
+import { INGEST_LABELS, type IngestResults } from "./ingest";
 import { LATENCY_LABELS, LATENCY_TARGETS, type LatencyResults } from "./latency";
 import type { MemoryResults } from "./memory";
 import type { ScrapeResults } from "./scrape";
@@ -91,11 +91,10 @@ function summary(results: Results): string {
       "| Target | Median MatchData/s | Runs | Server CPU µs/call | grpc-status 0 |",
       "| --- | --- | --- | --- | --- |",
     );
-    const labels = { agent: "(a) agent", noop: "(b) no-op node:http2", grpcJs: "(c) @grpc/grpc-js" } as const;
     for (const name of ["agent", "noop", "grpcJs"] as const) {
       const runs = ingest.runs[name];
       out.push(
-        `| ${labels[name]} | ${rate(ingest.median[name])} | ${runs.map((r) => rate(r.requestsPerSecond)).join(", ")} | ${ingest.cpuUsPerRequest[name].toFixed(1)} | ${runs.reduce((n, r) => n + r.probedOk, 0)}/${runs.reduce((n, r) => n + r.probed, 0)} |`,
+        `| ${INGEST_LABELS[name]} | ${rate(ingest.median[name])} | ${runs.map((r) => rate(r.requestsPerSecond)).join(", ")} | ${ingest.cpuUsPerRequest[name].toFixed(1)} | ${runs.reduce((n, r) => n + r.probedOk, 0)}/${runs.reduce((n, r) => n + r.probed, 0)} |`,
       );
     }
   }

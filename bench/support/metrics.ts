@@ -67,19 +67,21 @@ export function countSeries(body: Buffer): number {
 /** The value of the first sample whose line starts with `prefix` (name and labels as exposed). */
 export function sampleValue(body: string, prefix: string): number | undefined {
   const at = body.indexOf(`\n${prefix}`);
-  if (at < 0) return undefined;
-  const end = body.indexOf("\n", at + 1);
-  const line = body.slice(at + 1, end < 0 ? undefined : end);
-  return Number(line.slice(line.lastIndexOf(" ") + 1));
+  return at < 0 ? undefined : valueOfLine(body, at + 1);
 }
 
 /** The sum of every sample whose line starts with `prefix`, e.g. a counter over all its label sets. */
 export function sumSamples(body: string, prefix: string): number {
   let sum = 0;
   for (let at = body.indexOf(`\n${prefix}`); at >= 0; at = body.indexOf(`\n${prefix}`, at + 1)) {
-    const end = body.indexOf("\n", at + 1);
-    const line = body.slice(at + 1, end < 0 ? undefined : end);
-    sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+    sum += valueOfLine(body, at + 1);
   }
   return sum;
+}
+
+/** The value of the sample line starting at `start`: what follows its last space. */
+function valueOfLine(body: string, start: number): number {
+  const end = body.indexOf("\n", start);
+  const line = body.slice(start, end < 0 ? undefined : end);
+  return Number(line.slice(line.lastIndexOf(" ") + 1));
 }

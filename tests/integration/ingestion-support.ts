@@ -1,15 +1,14 @@
 import { type ClientHttp2Session, connect, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
+import { grpcFrame as wireFrame } from "../../scripts/reliability/wire";
 import { type IngestionConfig, IngestionServer } from "../../src/adapters/ingestion/ingestion-server";
 import { createDeployment, type Deployment } from "../../src/domain/policy/deployment";
 import { DeploymentSet } from "../../src/domain/policy/deployment-set";
 import { type PolicyStreamLimits, ProxyRegistry } from "../../src/domain/proxies/proxy-registry";
+import { RecordingLogger } from "../support/recording-logger";
 import { RecordingTelemetry } from "../support/recording-telemetry";
 
 export const alpha = createDeployment("alpha", "categories:\n  email:\n    Matchers:\n      regexes: ['(?-u:\\b)x']\n");
 export const beta = createDeployment("beta", "endpoints:\n  - matches: '**'\n    config: {}\n");
-
-import { grpcFrame as wireFrame } from "../../scripts/reliability/wire";
-import { RecordingLogger } from "../support/recording-logger";
 
 export { RecordingLogger };
 

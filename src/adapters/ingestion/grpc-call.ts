@@ -39,11 +39,9 @@ export class GrpcError extends Error {
   }
 }
 
-/** What the server needs to know of a method: where it is, whether it streams, how its messages are coded. */
+/** What the server needs to know of a method: its `:path` and how its messages are coded. */
 export interface GrpcMethodDefinition<Request, Response> {
   readonly path: string;
-  readonly requestStream: boolean;
-  readonly responseStream: boolean;
   requestDeserialize(bytes: Buffer): Request;
   responseSerialize(message: Response): Buffer;
 }

@@ -40,13 +40,9 @@ function definition<Request, Response>(method: {
   readonly name: string;
   readonly requestType: MessageType<Request>;
   readonly responseType: MessageType<Response>;
-  readonly requestStream: boolean;
-  readonly responseStream: boolean;
 }): GrpcMethodDefinition<Request, Response> {
   return {
     path: `/${LeaksignalDefinition.fullName}/${method.name}`,
-    requestStream: method.requestStream,
-    responseStream: method.responseStream,
     requestDeserialize: (bytes) => method.requestType.decode(bytes),
     responseSerialize: (message) => {
       const bytes = method.responseType.encode(message).finish();
